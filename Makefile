@@ -1,0 +1,60 @@
+# pixelrl — two commands on a fresh machine:
+#   make train   create .venv, install pixelrl, train the default agent (A3C on Pong)
+#   make test    create .venv with the dev extras, run the test suite
+#
+# Torch is installed first, pinned, so that pip takes the local CPU wheel instead of a
+# multi-GB CUDA build; pyproject.toml keeps a loose range so an existing torch is kept.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+EXTRAS ?= box2d
+DEV_EXTRAS ?= dev,box2d,dmc
+ARGS ?=
+
+.PHONY: help install install-dev train test test-fast lint bench plot clean
+
+help:
+	@echo "make train   - install into $(VENV) and train the default agent (python -m pixelrl $(ARGS))"
+	@echo "make test    - install with dev extras and run the test suite"
+	@echo "make bench   - throughput benchmarks (python -m pixelrl.bench)"
+	@echo "make lint    - ruff"
+	@echo "make clean   - remove $(VENV), runs/, multirun/"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)" || $(PIP) install --quiet "torch>=2.4"
+	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)" || $(PIP) install --quiet "torch>=2.4"
+	$(PIP) install --quiet -e ".[$(DEV_EXTRAS)]"
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+train: install
+	$(PY) -m pixelrl $(ARGS)
+
+test: install-dev
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: install-dev
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: install-dev
+	$(PY) -m ruff check pixelrl tests
+	$(PY) -m ruff format --check pixelrl tests
+
+bench: install
+	$(PY) -m pixelrl.bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs multirun outputs .pytest_cache

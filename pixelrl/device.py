@@ -1,0 +1,53 @@
+"""device=auto|cpu|cuda|cuda:N|mps -> torch.device, with clear errors."""
+
+from __future__ import annotations
+
+import torch
+
+from pixelrl.config import ConfigError
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ConfigError(
+                f"device={spec} but CUDA is not available (torch {torch.__version__}, {build}); "
+                "use device=cpu or device=auto"
+            )
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ConfigError(
+                f"device={spec} but only {count} CUDA device(s) exist (cuda:0..cuda:{count - 1})"
+            )
+        return torch.device("cuda", index)
+    if spec == "mps":
+        if not _mps_available():
+            raise ConfigError(
+                "device=mps but Apple MPS is not available; use device=cpu or device=auto"
+            )
+        return torch.device("mps")
+    raise ConfigError(
+        f"device={spec!r} is not allowed; choose one of: auto, cpu, cuda, cuda:N, mps"
+    )
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)

@@ -1,0 +1,245 @@
+"""Atari (ALE) environments: two preprocessing recipes and two vector backends.
+
+Standard recipe (DQN/A3C), in this order, one small wrapper each:
+    AtariEnv(frameskip=1)            the emulator, sticky actions as configured
+ -> NoopReset(noop_max)              1..noop_max no-ops after reset (from the env's own RNG)
+ -> SkipMaxGray(frame_skip)          repeat the action, max over the last two grayscale screens
+ -> FireReset                        press FIRE after reset in games that need it
+ -> ResizeFrame(84)                  cv2.INTER_AREA
+ -> ChannelsFirst, FrameStack(4)     -> uint8 (4, 84, 84)
+ then, at the vector level (EpisodeSignals): episodic life and reward clipping, training only.
+
+Grayscale is ALE's palette luminance (`getScreenGrayscale`), as gymnasium's AtariPreprocessing
+reads it, so the recipe matches AtariPreprocessing + FrameStackObservation frame for frame.
+
+Karpathy recipe (Pong from Pixels): AtariEnv(rgb, random frame skip) -> KarpathyDiff -> 6400 floats.
+
+Backends: gymnasium Sync/AsyncVectorEnv over the recipe above, `procs` (several envs per worker
+process), or `ale_vector`: ale-py's C++ thread-pool AtariVectorEnv with the same standard recipe.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import DictConfig
+
+from pixelrl.envs.wrappers import (
+    ActionSubset,
+    ChannelsFirst,
+    FrameStack,
+    ResizeFrame,
+)
+
+ALE_FPS = 60
+
+
+@functools.lru_cache(maxsize=1)
+def available_games() -> list[str]:
+    from ale_py import roms
+
+    return sorted(roms.get_all_rom_ids())
+
+
+def _ale_env(env_cfg: DictConfig, obs_type: str, frameskip, render: bool) -> gym.Env:
+    from ale_py.env import AtariEnv
+
+    return AtariEnv(
+        game=env_cfg.game,
+        obs_type=obs_type,
+        frameskip=frameskip,
+        repeat_action_probability=float(env_cfg.sticky_actions),
+        full_action_space=bool(env_cfg.full_action_space),
+        max_num_frames_per_episode=int(env_cfg.max_episode_frames),
+        render_mode="rgb_array" if render else None,
+    )
+
+
+class NoopReset(gym.Wrapper):
+    """After reset, take 1..noop_max no-ops (drawn from the env's RNG, as AtariPreprocessing)."""
+
+    def __init__(self, env: gym.Env, noop_max: int = 30):
+        super().__init__(env)
+        self.noop_max = noop_max
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if self.noop_max <= 0:
+            return obs, info
+        for _ in range(self.env.unwrapped.np_random.integers(1, self.noop_max + 1)):
+            obs, _, terminated, truncated, step_info = self.env.step(0)
+            info.update(step_info)
+            if terminated or truncated:
+                obs, info = self.env.reset(seed=seed, options=options)
+        return obs, info
+
+
+class SkipMaxGray(gym.Wrapper):
+    """Repeat each action `skip` times on the emulator; observe the max of the last two grayscale
+    screens (removes Atari sprite flicker). Talks to ALE directly: one call per emulator frame.
+
+    Like AtariPreprocessing, an episode that ends inside the skip keeps the screens grabbed so far.
+    """
+
+    def __init__(self, env: gym.Env, skip: int = 4, max_pool: bool = True):
+        super().__init__(env)
+        self.skip = skip
+        self.max_pool = max_pool and skip > 1
+        self.ale = env.unwrapped.ale
+        self._actions = env.unwrapped._action_set
+        h, w = self.ale.getScreenDims()
+        self._buf = np.zeros((2, h, w), np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, (h, w), np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        _, info = self.env.reset(seed=seed, options=options)
+        self.ale.getScreenGrayscale(self._buf[0])
+        self._buf[1].fill(0)
+        return self._observe(), {"lives": self.ale.lives()}
+
+    def step(self, action):
+        ale, buf, skip = self.ale, self._buf, self.skip
+        ale_action = self._actions[action]
+        reward = 0.0
+        terminated = truncated = False
+        for t in range(skip):
+            reward += ale.act(ale_action)
+            terminated = ale.game_over(with_truncation=False)
+            truncated = ale.game_truncated()
+            if terminated or truncated:
+                break
+            if t == skip - 2:
+                ale.getScreenGrayscale(buf[1])
+            elif t == skip - 1:
+                ale.getScreenGrayscale(buf[0])
+        return self._observe(), reward, terminated, truncated, {"lives": ale.lives()}
+
+    def _observe(self) -> np.ndarray:
+        if self.max_pool:
+            np.maximum(self._buf[0], self._buf[1], out=self._buf[0])
+        return self._buf[0].copy()
+
+
+class FireReset(gym.Wrapper):
+    """Press FIRE once after reset in games whose play only starts on FIRE (Breakout, ...)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        self.fire = meanings.index("FIRE") if "FIRE" in meanings else None
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if self.fire is None:
+            return obs, info
+        obs, _, terminated, truncated, info = self.env.step(self.fire)
+        if terminated or truncated:
+            obs, info = self.env.reset(seed=seed, options=options)
+        return obs, info
+
+
+class KarpathyDiff(gym.Wrapper):
+    """pg-pong's preprocessing: crop rows 35:195, every 2nd pixel of the red channel (80x80),
+    erase the background (144, 109), everything else -> 1; observe the difference of consecutive
+    frames (zeros on an episode's first frame). Output: float32 (6400,) in {-1, 0, 1}."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._prev = None
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (6400,), np.float32)
+
+    @staticmethod
+    def preprocess(frame: np.ndarray) -> np.ndarray:
+        red = frame[35:195:2, ::2, 0]
+        return ((red != 144) & (red != 109)).astype(np.float32).ravel()
+
+    def reset(self, **kwargs):
+        frame, info = self.env.reset(**kwargs)
+        self._prev = self.preprocess(frame)
+        return np.zeros(6400, np.float32), info
+
+    def step(self, action):
+        frame, reward, terminated, truncated, info = self.env.step(action)
+        cur = self.preprocess(frame)
+        diff = cur - self._prev
+        self._prev = cur
+        return diff, reward, terminated, truncated, info
+
+
+def make_single(env_cfg: DictConfig, render: bool = False) -> gym.Env:
+    """One Atari env with the configured recipe (no vector-level signals)."""
+    if env_cfg.preprocess == "karpathy":
+        if env_cfg.frame_skip_range is not None:
+            lo, hi = env_cfg.frame_skip_range
+            frameskip = (int(lo), int(hi) + 1)  # ALE samples uniformly in [lo, hi + 1)
+        else:
+            frameskip = int(env_cfg.frame_skip)
+        env = _ale_env(env_cfg, "rgb", frameskip, render)
+        env = _LivesInfo(env)
+        env = KarpathyDiff(env)
+    else:
+        env = _ale_env(env_cfg, "grayscale", 1, render)
+        env = NoopReset(env, int(env_cfg.noop_max))
+        if env_cfg.frame_skip_range is not None:
+            raise ValueError("env.frame_skip_range is only supported with env.preprocess=karpathy")
+        env = SkipMaxGray(env, int(env_cfg.frame_skip), bool(env_cfg.max_pool))
+        if env_cfg.fire_reset:
+            env = FireReset(env)
+        env = ResizeFrame(env, int(env_cfg.resolution))
+        env = ChannelsFirst(env)
+        env = FrameStack(env, int(env_cfg.frame_stack))
+    if env_cfg.action_set:
+        env = ActionSubset(env, list(env_cfg.action_set))
+    return env
+
+
+class _LivesInfo(gym.Wrapper):
+    """Keep only `lives` in info (the vector layer batches every info key at a cost)."""
+
+    def reset(self, **kwargs):
+        obs, _ = self.env.reset(**kwargs)
+        return obs, {"lives": self.env.unwrapped.ale.lives()}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = self.env.step(action)
+        return obs, reward, terminated, truncated, {"lives": self.env.unwrapped.ale.lives()}
+
+
+def frames_per_step(env_cfg: DictConfig) -> int:
+    if env_cfg.frame_skip_range is not None:
+        lo, hi = env_cfg.frame_skip_range
+        return max(1, round((lo + hi) / 2))
+    return int(env_cfg.frame_skip)
+
+
+def video_fps(env_cfg: DictConfig) -> int:
+    return max(1, round(ALE_FPS / frames_per_step(env_cfg)))
+
+
+def make_ale_vector(env_cfg: DictConfig, num_envs: int, num_threads: int) -> gym.vector.VectorEnv:
+    """ale-py's C++ vector env with the standard recipe built in. Episodic life and reward
+    clipping are left to EpisodeSignals so that raw scores stay visible."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    return AtariVectorEnv(
+        env_cfg.game,
+        num_envs,
+        num_threads=num_threads,
+        repeat_action_probability=float(env_cfg.sticky_actions),
+        full_action_space=bool(env_cfg.full_action_space),
+        max_num_frames_per_episode=int(env_cfg.max_episode_frames),
+        img_height=int(env_cfg.resolution),
+        img_width=int(env_cfg.resolution),
+        grayscale=True,
+        stack_num=int(env_cfg.frame_stack),
+        frameskip=int(env_cfg.frame_skip),
+        maxpool=bool(env_cfg.max_pool),
+        noop_max=int(env_cfg.noop_max),
+        episodic_life=False,
+        life_loss_info=False,
+        reward_clipping=False,
+        use_fire_reset=bool(env_cfg.fire_reset),
+        autoreset_mode="SameStep",
+    )

@@ -1,0 +1,106 @@
+"""Evaluation and video: play greedy episodes on an eval-mode env (raw game score, no episodic
+life, no reward clipping) and record mp4s from a rendering copy of the env."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelrl.envs import EVAL, make_vector_env
+from pixelrl.video import VideoRecorder
+
+ActFn = Callable[[np.ndarray], np.ndarray]
+
+EVAL_SEED_OFFSET = 10_000  # eval envs never replay the training envs' seeds
+
+
+def act_fn(policy: torch.nn.Module, device: torch.device) -> ActFn:
+    """numpy obs batch -> numpy greedy actions."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return policy.act(torch.as_tensor(obs, device=device), greedy=True).cpu().numpy()
+
+    return act
+
+
+def play(act: ActFn, env, episodes: int, seed: int | None) -> tuple[list[float], list[int]]:
+    """Play exactly `episodes` episodes, spread evenly over the env's copies (taking the first
+    finishers instead would favour short episodes). Returns raw returns and lengths."""
+    n = env.num_envs
+    quota = np.array([episodes // n + (1 if i < episodes % n else 0) for i in range(n)])
+    done = np.zeros(n, np.int64)
+    returns: list[float] = []
+    lengths: list[int] = []
+    obs, _ = env.reset(seed=seed)
+    while (done < quota).any():
+        obs, _, _, _, info = env.step(act(obs))
+        if "_episode" in info:
+            for i in np.flatnonzero(info["_episode"]):
+                if done[i] < quota[i]:
+                    returns.append(float(info["episode"]["r"][i]))
+                    lengths.append(int(info["episode"]["l"][i]))
+                done[i] += 1
+    return returns, lengths
+
+
+def record(
+    act: ActFn, env, path: Path, fps: int, max_steps: int | None, seed: int | None
+) -> tuple[Path | None, float, int]:
+    """Record one episode of a 1-env rendering env, stopping early after max_steps agent steps
+    (None: the whole episode). Returns the mp4 path, the (raw) return and the length."""
+    recorder = VideoRecorder(fps)
+    recorder.init(path)
+    obs, _ = env.reset(seed=seed)
+    recorder.record(env.call("render")[0])
+    total, steps = 0.0, 0
+    while max_steps is None or steps < max_steps:
+        obs, reward, _, _, info = env.step(act(obs))
+        steps += 1
+        if "_episode" in info and info["_episode"][0]:
+            total = float(info["episode"]["r"][0])
+            break
+        total += float(reward[0])
+        recorder.record(env.call("render")[0])
+    return recorder.save(), total, steps
+
+
+class Evaluator:
+    """Owns the eval env and the video env (built once, reused at every evaluation)."""
+
+    def __init__(self, cfg, run_dir: Path):
+        self.cfg = cfg
+        self.video_dir = Path(run_dir) / "videos"
+        self._env = None
+        self._video_env = None
+
+    def evaluate(self, act: ActFn, episodes: int | None = None) -> tuple[list[float], list[int]]:
+        episodes = episodes or self.cfg.eval.episodes
+        if self._env is None:
+            n = max(1, min(self.cfg.eval.num_envs, episodes))
+            self._env = make_vector_env(self.cfg.env, n, mode=EVAL)
+        return play(act, self._env, episodes, self.cfg.seed + EVAL_SEED_OFFSET)
+
+    def video(self, act: ActFn, name: str, seed_offset: int = 0) -> Path | None:
+        """A training-time clip: one episode, at most video.max_steps agent steps."""
+        return self._record(act, name, seed_offset, self.cfg.video.max_steps)[0]
+
+    def watch(self, act: ActFn, name: str, seed_offset: int = 0) -> tuple[Path | None, float, int]:
+        """A whole episode on video (mode=watch): path, raw return, length."""
+        return self._record(act, name, seed_offset, None)
+
+    def _record(self, act, name, seed_offset, max_steps):
+        if self._video_env is None:
+            self._video_env = make_vector_env(self.cfg.env, 1, mode=EVAL, render=True)
+        fps = self.cfg.video.fps or self._video_env.video_fps
+        seed = self.cfg.seed + EVAL_SEED_OFFSET + seed_offset
+        return record(act, self._video_env, self.video_dir / f"{name}.mp4", fps, max_steps, seed)
+
+    def close(self) -> None:
+        for env in (self._env, self._video_env):
+            if env is not None:
+                env.close()
+        self._env = self._video_env = None

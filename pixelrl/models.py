@@ -1,0 +1,187 @@
+"""Networks: a trunk (encoder) shared by small heads.
+
+    uint8 (C, H, W) --/255--> ConvTrunk --features--> PolicyHead (logits)   ValueHead (V)
+    float (D,)      -------->  MLPTrunk              ActorHead (tanh)      QHead (Q(s, a))
+
+Trunks size themselves with a dummy forward pass; observations are scaled inside the network so
+that rollouts and replay keep compact uint8 frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+# (out_channels, kernel, stride) per conv layer; default width of the trunk's FC layer
+CONV_TRUNKS = {
+    "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015
+    "a3c": ([(16, 8, 4), (32, 4, 2)], 256),  # Mnih et al. 2016 (A3C), smaller and ~3x cheaper
+    "drq": ([(32, 3, 2), (32, 3, 1), (32, 3, 1), (32, 3, 1)], 50),  # DrQ-v2 encoder
+}
+MLP_DEFAULT_HIDDEN = 200
+
+
+def init_orthogonal(module: nn.Module, gain: float = math.sqrt(2)) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.orthogonal_(m.weight, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def init_karpathy(module: nn.Module) -> None:
+    """pg-pong: W ~ N(0, 1) / sqrt(fan_in) ("Xavier"), no biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(m.in_features))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ConvEncoder(nn.Module):
+    """Conv layers + flatten. uint8 input is scaled by 1/255 here."""
+
+    def __init__(
+        self, obs_shape: tuple[int, ...], layers: list[tuple[int, int, int]], scale: float
+    ):
+        super().__init__()
+        convs: list[nn.Module] = []
+        in_ch = obs_shape[0]
+        for out_ch, kernel, stride in layers:
+            convs += [nn.Conv2d(in_ch, out_ch, kernel, stride), nn.ReLU()]
+            in_ch = out_ch
+        self.convs = nn.Sequential(*convs, nn.Flatten())
+        self.scale = scale
+        with torch.no_grad():
+            self.out_dim = int(self.convs(torch.zeros(1, *obs_shape)).shape[1])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.convs(obs.float() * self.scale)
+
+
+class ConvTrunk(nn.Module):
+    """ConvEncoder + one fully connected ReLU layer (Nature CNN: 3136 -> 512)."""
+
+    def __init__(self, obs_shape, layers, hidden: int, scale: float, bias: bool = True):
+        super().__init__()
+        self.encoder = ConvEncoder(obs_shape, layers, scale)
+        self.fc = nn.Sequential(nn.Linear(self.encoder.out_dim, hidden, bias=bias), nn.ReLU())
+        self.out_dim = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.encoder(obs))
+
+
+class MLPTrunk(nn.Module):
+    """Flatten + `layers` fully connected ReLU layers (pg-pong: 6400 -> 200)."""
+
+    def __init__(self, obs_shape, hidden: int, layers: int, scale: float, bias: bool = True):
+        super().__init__()
+        mods: list[nn.Module] = [nn.Flatten()]
+        in_dim = int(np.prod(obs_shape))
+        for _ in range(layers):
+            mods += [nn.Linear(in_dim, hidden, bias=bias), nn.ReLU()]
+            in_dim = hidden
+        self.net = nn.Sequential(*mods)
+        self.scale = scale
+        self.out_dim = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float() * self.scale)
+
+
+class PolicyHead(nn.Module):
+    """Categorical logits. `sigmoid=True` (two actions) outputs one number z and the logits
+    [z, 0], so P(action 0) = sigmoid(z): pg-pong's P(UP), with identical gradients."""
+
+    def __init__(self, in_dim: int, num_actions: int, sigmoid: bool = False, bias: bool = True):
+        super().__init__()
+        if sigmoid and num_actions != 2:
+            raise ValueError(
+                f"model.policy_head=sigmoid needs exactly 2 actions, the env has {num_actions}"
+            )
+        self.sigmoid = sigmoid
+        self.linear = nn.Linear(in_dim, 1 if sigmoid else num_actions, bias=bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(features)
+        if self.sigmoid:
+            return torch.cat([logits, torch.zeros_like(logits)], dim=-1)
+        return logits
+
+
+class ValueHead(nn.Module):
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features).squeeze(-1)
+
+
+def obs_scale(space: gym.spaces.Box) -> float:
+    return 1.0 / 255.0 if space.dtype == np.uint8 else 1.0
+
+
+def make_trunk(model_cfg, obs_space: gym.spaces.Box) -> nn.Module:
+    shape = tuple(obs_space.shape)
+    scale = obs_scale(obs_space)
+    if model_cfg.trunk == "mlp":
+        hidden = model_cfg.hidden or MLP_DEFAULT_HIDDEN
+        return MLPTrunk(shape, hidden, model_cfg.mlp_layers, scale, model_cfg.bias)
+    if model_cfg.trunk not in CONV_TRUNKS:
+        raise ValueError(
+            f"model.trunk={model_cfg.trunk!r} is not one of: {', '.join([*CONV_TRUNKS, 'mlp'])}"
+        )
+    if len(shape) != 3:
+        raise ValueError(
+            f"model.trunk={model_cfg.trunk} needs image observations (C, H, W), got shape {shape}; use model.trunk=mlp"
+        )
+    layers, default_hidden = CONV_TRUNKS[model_cfg.trunk]
+    try:
+        return ConvTrunk(shape, layers, model_cfg.hidden or default_hidden, scale, model_cfg.bias)
+    except RuntimeError:
+        raise ValueError(
+            f"model.trunk={model_cfg.trunk} is too deep for {shape[1]}x{shape[2]} observations; "
+            "use a larger env.resolution or model.trunk=mlp"
+        ) from None
+
+
+class ActorCritic(nn.Module):
+    """Trunk + softmax policy head + linear value head (A2C, A3C, REINFORCE with a baseline)."""
+
+    def __init__(
+        self, model_cfg, obs_space: gym.spaces.Box, num_actions: int, with_value: bool = True
+    ):
+        super().__init__()
+        self.trunk = make_trunk(model_cfg, obs_space)
+        sigmoid = model_cfg.policy_head == "sigmoid"
+        self.policy = PolicyHead(self.trunk.out_dim, num_actions, sigmoid, bias=model_cfg.bias)
+        self.value = ValueHead(self.trunk.out_dim) if with_value else None
+        if model_cfg.init == "karpathy":
+            init_karpathy(self)
+        else:
+            init_orthogonal(self.trunk)
+            init_orthogonal(self.policy, gain=0.01)  # near-uniform initial policy
+            if self.value is not None:
+                init_orthogonal(self.value, gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features = self.trunk(obs)
+        value = self.value(features) if self.value is not None else None
+        return self.policy(features), value
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, greedy: bool = True) -> torch.Tensor:
+        logits, _ = self(obs)
+        if greedy:
+            return logits.argmax(-1)
+        return torch.distributions.Categorical(logits=logits).sample()
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

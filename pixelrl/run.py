@@ -1,0 +1,207 @@
+"""What every training loop shares: the run context (dirs, device, tracker, checkpoints,
+evaluation), schedules, seeding and graceful stops.
+
+An algorithm's `train(run)` reads `run.cfg`, builds its env and networks, and calls
+`run.step_done(frames, ...)` after each update: that one call logs progress, evaluates, records
+videos and checkpoints on their schedules, and tells the loop when to stop.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pixelrl import checkpoint
+from pixelrl.evaluate import Evaluator
+from pixelrl.tracking import Tracker
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Every:
+    """True once each time `frames` crosses a multiple of `every` (0 = never)."""
+
+    def __init__(self, every: int, start: int = 0):
+        self.every = int(every)
+        self.next = (start // self.every + 1) * self.every if self.every > 0 else math.inf
+
+    def __call__(self, frames: int) -> bool:
+        if frames < self.next:
+            return False
+        self.next = (frames // self.every + 1) * self.every
+        return True
+
+
+def linear_lr(base_lr: float, frames: int, total_frames: int, schedule: str) -> float:
+    if schedule == "none":
+        return base_lr
+    return base_lr * max(0.0, 1.0 - frames / total_frames)
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class StopFlag:
+    """First Ctrl-C / SIGTERM asks the loop to stop after the current update (a final checkpoint
+    is written); a second Ctrl-C aborts at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        name = signal.Signals(signum).name
+        print(
+            f"\n{name}: stopping after this update and saving a checkpoint (Ctrl-C again aborts)",
+            flush=True,
+        )
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum else 0
+
+
+class Run:
+    """Context handed to an algorithm's train()."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        device: torch.device,
+        resume: dict | None = None,
+        group: str | None = None,
+        job_name: str | None = None,
+    ):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.resume = resume
+        self.stop = StopFlag()
+        start_frames = int(resume["frames"]) if resume else 0
+        start_time = float(resume.get("time_s", 0.0)) if resume else 0.0
+        self.start_frames = start_frames
+        self.tracker = Tracker(
+            self.run_dir, cfg, start_frames, start_time, group=group, job_name=job_name
+        )
+        self.evaluator = Evaluator(cfg, self.run_dir)
+        self._eval_every = Every(cfg.eval.every_frames, start_frames)
+        self._ckpt_every = Every(cfg.checkpoint.every_frames, start_frames)
+        self._loss_sums: dict[str, float] = {}
+        self._loss_count = 0
+        self._last_loss_flush = time.monotonic()
+        self.updates = int(resume.get("updates", 0)) if resume else 0
+        self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
+        self.spaces: dict[str, Any] | None = None
+
+    def set_spaces(self, obs_space, action_space) -> None:
+        """Record the env's spaces (they go into every checkpoint, for load_agent)."""
+        self.spaces = checkpoint.spaces_to_dict(obs_space, action_space)
+
+    # ----------------------------------------------------------------- schedule
+    def done(self, frames: int) -> bool:
+        return frames >= self.cfg.total_frames or bool(self.stop)
+
+    def step_done(
+        self,
+        frames: int,
+        losses: dict[str, Any] | None,
+        act: Callable[[np.ndarray], np.ndarray],
+        state: Callable[[], dict[str, Any]],
+    ) -> None:
+        """After one update: progress, loss means, and evaluation / checkpoint when due.
+        `state()` builds the checkpoint payload (models, optimizers, extra) only when needed."""
+        if losses:
+            self.updates += 1
+            for k, v in losses.items():
+                self._loss_sums[k] = self._loss_sums.get(k, 0.0) + float(v)
+            self._loss_count += 1
+        self.tracker.progress(frames)
+        if (
+            self._loss_count
+            and time.monotonic() - self._last_loss_flush >= self.cfg.logger.fps_every_s
+        ):
+            self.flush_losses(frames)
+        if self._eval_every(frames):
+            self.evaluate(frames, act)
+        if self._ckpt_every(frames):
+            self.save(frames, state())
+
+    def flush_losses(self, frames: int) -> None:
+        if not self._loss_count:
+            return
+        means = {f"losses/{k}": v / self._loss_count for k, v in self._loss_sums.items()}
+        means["charts/updates"] = self.updates
+        self.tracker.log(frames, means)
+        self._loss_sums.clear()
+        self._loss_count = 0
+        self._last_loss_flush = time.monotonic()
+
+    # ----------------------------------------------------------------- evaluation
+    def evaluate(self, frames: int, act: Callable[[np.ndarray], np.ndarray]) -> dict:
+        returns, lengths = self.evaluator.evaluate(act)
+        metrics = self.tracker.evaluation(frames, returns, lengths)
+        self.tracker.message(
+            f"eval @ {frames:,} frames: return {metrics['eval/return_mean']:.2f} "
+            f"± {metrics['eval/return_std']:.2f} over {len(returns)} episodes"
+        )
+        if self.cfg.video.enabled:
+            path = self.evaluator.video(act, f"eval_{frames:011d}")
+            if path is not None:
+                self.tracker.video(frames, path)
+        return metrics
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, frames: int, state: dict[str, Any]) -> Path:
+        payload = {
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "frames": int(frames),
+            "updates": int(self.updates),
+            "time_s": float(self.tracker.elapsed_s),
+            "rng": checkpoint.rng_state(),
+            "spaces": self.spaces,
+            **state,
+        }
+        return checkpoint.save(self.checkpoint_path, payload)
+
+    def finish(self, frames: int, act, state: Callable[[], dict[str, Any]]) -> None:
+        """End of training (normal or interrupted): flush, checkpoint, final evaluation."""
+        self.flush_losses(frames)
+        path = self.save(frames, state())
+        self.tracker.message(f"checkpoint: {path}")
+        if not self.stop and self.cfg.eval.final:
+            self.evaluate(frames, act)
+
+    def close(self) -> None:
+        self.evaluator.close()
+        self.tracker.close()

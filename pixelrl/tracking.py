@@ -1,0 +1,228 @@
+"""Run tracking: metrics.jsonl (always), Weights & Biases (offline by default), a progress bar.
+
+Metric names are grouped: `train/...`, `losses/...`, `eval/...`, `charts/...`. Every line of
+metrics.jsonl has `frames` (emulator frames so far) and `time_s` (training wall-clock seconds,
+continued across `resume=`). Each line is flushed when written, so a killed run keeps its log.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Tracker:
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: DictConfig,
+        start_frames: int = 0,
+        start_time_s: float = 0.0,
+        group: str | None = None,
+        job_name: str | None = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.total_frames = int(cfg.total_frames)
+        self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        self._t0 = time.monotonic() - start_time_s
+        self._fps_t, self._fps_frames = time.monotonic(), start_frames
+        self._fps_every = float(cfg.logger.fps_every_s)
+        self._print_every = float(cfg.logger.print_every_s)
+        self._last_print = time.monotonic()
+        self.fps = 0.0
+        self.frames = start_frames
+        self.recent_returns: collections.deque[float] = collections.deque(maxlen=20)
+        self.last_eval: float | None = None
+        self._wandb = None
+        self._bar = None
+        self._start_frames = start_frames
+        if cfg.logger.progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total_frames,
+                initial=start_frames,
+                unit="frame",
+                unit_scale=True,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
+        self._quiet_progress = not cfg.logger.progress
+        self._init_wandb(cfg, group, job_name)
+
+    # ---------------------------------------------------------------- W&B
+    def _init_wandb(self, cfg: DictConfig, group: str | None, job_name: str | None) -> None:
+        wcfg = cfg.logger.wandb
+        if wcfg.mode == "disabled":
+            return
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self._wandb = wandb.init(
+            mode=wcfg.mode,
+            dir=str(self.run_dir),
+            project=wcfg.project,
+            entity=wcfg.entity,
+            group=wcfg.group or group,
+            name=wcfg.name or job_name,
+            tags=list(wcfg.tags) or None,
+            config=OmegaConf.to_container(cfg, resolve=True),
+            settings=wandb.Settings(console="off", x_disable_stats=True),
+            reinit="finish_previous",
+        )
+        self._wandb.define_metric("frames")
+        self._wandb.define_metric("*", step_metric="frames")
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._t0
+
+    # ---------------------------------------------------------------- logging
+    def log(self, frames: int, metrics: dict[str, Any]) -> None:
+        """One line in metrics.jsonl (and one W&B log) at `frames`."""
+        row = {"frames": int(frames), "time_s": round(self.elapsed_s, 3)}
+        row.update({k: _jsonable(v) for k, v in metrics.items()})
+        self._file.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            self._wandb.log(row)
+
+    def episode(
+        self, frames: int, episode_return: float, episode_length: int, **extra: Any
+    ) -> None:
+        self.recent_returns.append(float(episode_return))
+        self.log(
+            frames,
+            {
+                "train/episode_return": float(episode_return),
+                "train/episode_length": int(episode_length),
+                **extra,
+            },
+        )
+
+    def episodes_from_info(self, frames: int, info: dict) -> int:
+        """Log every episode that ended in a vector step's info; returns how many."""
+        if "_episode" not in info:
+            return 0
+        ended = info["_episode"].nonzero()[0]
+        for i in ended:
+            self.episode(frames, info["episode"]["r"][i], info["episode"]["l"][i])
+        return len(ended)
+
+    def evaluation(
+        self, frames: int, returns: list[float], lengths: list[int] | None = None
+    ) -> dict:
+        import numpy as np
+
+        metrics = {
+            "eval/return_mean": float(np.mean(returns)),
+            "eval/return_std": float(np.std(returns)),
+            "eval/episodes": len(returns),
+        }
+        if lengths:
+            metrics["eval/episode_length_mean"] = float(np.mean(lengths))
+        self.last_eval = metrics["eval/return_mean"]
+        self.log(frames, metrics)
+        return metrics
+
+    def video(self, frames: int, path: Path) -> None:
+        if self._wandb is None:
+            return
+        import wandb
+
+        self._wandb.log({"frames": int(frames), "eval/video": wandb.Video(str(path), format="mp4")})
+
+    def progress(self, frames: int) -> None:
+        """Advance the bar; every fps_every_s log train/fps."""
+        now = time.monotonic()
+        if self._bar is not None:
+            self._bar.update(max(0, frames - self.frames))
+        self.frames = frames
+        if now - self._fps_t >= self._fps_every:
+            self.fps = (frames - self._fps_frames) / (now - self._fps_t)
+            self._fps_t, self._fps_frames = now, frames
+            self.log(frames, {"train/fps": round(self.fps, 1)})
+            if self._bar is not None:
+                self._bar.set_postfix_str(self._status(), refresh=False)
+        if (
+            self._bar is None
+            and not self._quiet_progress
+            and now - self._last_print >= self._print_every
+        ):
+            self._last_print = now
+            pct = 100.0 * frames / max(1, self.total_frames)
+            print(
+                f"[{_human(frames)}/{_human(self.total_frames)} frames {pct:4.1f}%] {self._status()}",
+                flush=True,
+            )
+
+    def _status(self) -> str:
+        parts = [f"{self.fps:,.0f} fps"]
+        if self.recent_returns:
+            parts.append(f"return {sum(self.recent_returns) / len(self.recent_returns):.2f}")
+        if self.last_eval is not None:
+            parts.append(f"eval {self.last_eval:.2f}")
+        parts.append(f"{_clock(self.elapsed_s)} elapsed")
+        return " | ".join(parts)
+
+    def message(self, text: str) -> None:
+        """A line for the user that does not break the progress bar."""
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if not self._file.closed:
+            self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a metrics.jsonl; a torn last line (killed run) is skipped."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
