@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-_EXIT_CODE = 0
 
 
 def _conf_dir() -> Path:
@@ -118,6 +117,8 @@ def hydra_error_line(exc: BaseException) -> str | None:
                 target, target
             )
             return f"{key}={value!r} is not valid: expected {kind}"
+        if re.search(r"Key '[^']+' not in '", str(cause)) or "is not in struct" in str(cause):
+            return f"unknown config key {key!r} (python -m pixelrl --help lists the options)"
         m = re.search(r"Invalid value '(.*)', expected one of \[(.*)\]", str(cause))
         if m:
             return f"{key}={m.group(1)!r} is not allowed; choose one of: {m.group(2)}"
@@ -136,11 +137,27 @@ def hydra_error_line(exc: BaseException) -> str | None:
     return None
 
 
-def _task(cfg) -> None:
-    global _EXIT_CODE
-    from pixelrl.app import run_job
+def _fail(message: str, code: int) -> None:
+    print(f"pixelrl: error: {message}", file=sys.stderr)
+    sys.exit(code)
 
-    _EXIT_CODE = run_job(cfg) or 0
+
+def _task(cfg) -> None:
+    """The Hydra task. Errors end the process from here, as one line, so that Hydra does not add
+    its own 'Error executing job' block; an interrupted run stops the sweep too."""
+    from pixelrl.app import run_job
+    from pixelrl.checkpoint import CheckpointError
+    from pixelrl.config import ConfigError
+    from pixelrl.run import TrainingError
+
+    try:
+        code = run_job(cfg) or 0
+    except (ConfigError, CheckpointError) as e:
+        _fail(str(e), 2)
+    except TrainingError as e:
+        _fail(str(e), 1)
+    if code:
+        sys.exit(code)
 
 
 def main() -> None:
@@ -154,6 +171,7 @@ def main() -> None:
 
     from pixelrl.checkpoint import CheckpointError
     from pixelrl.config import ConfigError, register_configs
+    from pixelrl.run import TrainingError
 
     register_configs()
     entry = hydra.main(version_base="1.3", config_path="pkg://pixelrl.conf", config_name="config")(
@@ -164,6 +182,9 @@ def main() -> None:
     except (ConfigError, CheckpointError) as e:
         print(f"pixelrl: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except TrainingError as e:
+        print(f"pixelrl: error: {e}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("pixelrl: aborted", file=sys.stderr)
         sys.exit(130)
@@ -171,9 +192,7 @@ def main() -> None:
         line = hydra_error_line(e)
         if line is None:
             raise
-        print(f"pixelrl: error: {line}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(_EXIT_CODE)
+        _fail(line, 2)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ class ReinforceConfig(AlgoConfig):
     baseline: str = "value"  # value (learned head) | running_mean
     baseline_decay: float = 0.99  # running_mean baseline
     reset_on_reward: bool = False
-    normalize_returns: str = "episode"  # none | episode | batch
+    normalize_returns: str = "batch"  # none | episode (pg-pong) | batch
     entropy_coef: float = 0.0
     value_coef: float = 0.5
     optimizer: str = "rmsprop"

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixelrl.config import ConfigError
+
 # (out_channels, kernel, stride) per conv layer; default width of the trunk's FC layer
 CONV_TRUNKS = {
     "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),  # Mnih et al. 2015
@@ -138,14 +140,14 @@ def make_trunk(model_cfg, obs_space: gym.spaces.Box) -> nn.Module:
             f"model.trunk={model_cfg.trunk!r} is not one of: {', '.join([*CONV_TRUNKS, 'mlp'])}"
         )
     if len(shape) != 3:
-        raise ValueError(
+        raise ConfigError(
             f"model.trunk={model_cfg.trunk} needs image observations (C, H, W), got shape {shape}; use model.trunk=mlp"
         )
     layers, default_hidden = CONV_TRUNKS[model_cfg.trunk]
     try:
         return ConvTrunk(shape, layers, model_cfg.hidden or default_hidden, scale, model_cfg.bias)
     except RuntimeError:
-        raise ValueError(
+        raise ConfigError(
             f"model.trunk={model_cfg.trunk} is too deep for {shape[1]}x{shape[2]} observations; "
             "use a larger env.resolution or model.trunk=mlp"
         ) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,10 @@ def linear_lr(base_lr: float, frames: int, total_frames: int, schedule: str) -> 
 def set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a worker died, ...); one line for the user, exit status 1."""
 
 
 class StopFlag:
@@ -118,11 +123,14 @@ class Run:
         self._eval_every = Every(cfg.eval.every_frames, start_frames)
         self._ckpt_every = Every(cfg.checkpoint.every_frames, start_frames)
         self._loss_sums: dict[str, float] = {}
+        self._loss_counts: dict[str, int] = {}
         self._loss_count = 0
         self._last_loss_flush = time.monotonic()
         self.updates = int(resume.get("updates", 0)) if resume else 0
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         self.spaces: dict[str, Any] | None = None
+        self._eval_thread: threading.Thread | None = None
+        self._eval_result = None
 
     def set_spaces(self, obs_space, action_space) -> None:
         """Record the env's spaces (they go into every checkpoint, for load_agent)."""
@@ -138,13 +146,17 @@ class Run:
         losses: dict[str, Any] | None,
         act: Callable[[np.ndarray], np.ndarray],
         state: Callable[[], dict[str, Any]],
+        snapshot: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None,
     ) -> None:
         """After one update: progress, loss means, and evaluation / checkpoint when due.
-        `state()` builds the checkpoint payload (models, optimizers, extra) only when needed."""
+        `state()` builds the checkpoint payload (models, optimizers, extra) only when needed.
+        With `snapshot` (A3C), evaluation runs in a background thread on the policy that
+        `snapshot()` freezes, so the caller's loop never waits for it."""
         if losses:
             self.updates += 1
             for k, v in losses.items():
                 self._loss_sums[k] = self._loss_sums.get(k, 0.0) + float(v)
+                self._loss_counts[k] = self._loss_counts.get(k, 0) + 1
             self._loss_count += 1
         self.tracker.progress(frames)
         if (
@@ -152,34 +164,77 @@ class Run:
             and time.monotonic() - self._last_loss_flush >= self.cfg.logger.fps_every_s
         ):
             self.flush_losses(frames)
+        self.poll_background_eval()
         if self._eval_every(frames):
-            self.evaluate(frames, act)
+            if snapshot is None:
+                self.evaluate(frames, act)
+            else:
+                self.evaluate_in_background(frames, snapshot)
         if self._ckpt_every(frames):
             self.save(frames, state())
 
     def flush_losses(self, frames: int) -> None:
         if not self._loss_count:
             return
-        means = {f"losses/{k}": v / self._loss_count for k, v in self._loss_sums.items()}
+        means = {f"losses/{k}": v / self._loss_counts[k] for k, v in self._loss_sums.items()}
         means["charts/updates"] = self.updates
         self.tracker.log(frames, means)
         self._loss_sums.clear()
+        self._loss_counts.clear()
         self._loss_count = 0
         self._last_loss_flush = time.monotonic()
 
     # ----------------------------------------------------------------- evaluation
-    def evaluate(self, frames: int, act: Callable[[np.ndarray], np.ndarray]) -> dict:
+    def _play_eval(self, frames: int, act) -> tuple[list[float], list[int], Path | None]:
         returns, lengths = self.evaluator.evaluate(act)
+        video = None
+        if self.cfg.video.enabled:
+            video = self.evaluator.video(act, f"eval_{frames:011d}")
+        return returns, lengths, video
+
+    def _log_eval(self, frames: int, returns, lengths, video) -> dict:
         metrics = self.tracker.evaluation(frames, returns, lengths)
         self.tracker.message(
             f"eval @ {frames:,} frames: return {metrics['eval/return_mean']:.2f} "
             f"± {metrics['eval/return_std']:.2f} over {len(returns)} episodes"
         )
-        if self.cfg.video.enabled:
-            path = self.evaluator.video(act, f"eval_{frames:011d}")
-            if path is not None:
-                self.tracker.video(frames, path)
+        if video is not None:
+            self.tracker.video(frames, video)
         return metrics
+
+    def evaluate(self, frames: int, act: Callable[[np.ndarray], np.ndarray]) -> dict:
+        return self._log_eval(frames, *self._play_eval(frames, act))
+
+    def evaluate_in_background(self, frames: int, snapshot) -> None:
+        if self._eval_thread is not None and self._eval_thread.is_alive():
+            self.tracker.message(
+                f"eval @ {frames:,} frames skipped: the previous one is still running"
+            )
+            return
+        act = snapshot()
+
+        def job():
+            try:
+                self._eval_result = (frames, *self._play_eval(frames, act))
+            except Exception as e:  # reported by the main thread
+                self._eval_result = e
+
+        self._eval_thread = threading.Thread(target=job, name="pixelrl-eval", daemon=True)
+        self._eval_thread.start()
+
+    def poll_background_eval(self, wait: bool = False) -> None:
+        """Log a finished background evaluation (from the main thread: W&B is not thread-safe)."""
+        if self._eval_thread is None:
+            return
+        if wait:
+            self._eval_thread.join()
+        if self._eval_thread.is_alive():
+            return
+        result, self._eval_result, self._eval_thread = self._eval_result, None, None
+        if isinstance(result, Exception):
+            raise result
+        if result is not None:
+            self._log_eval(*result)
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, frames: int, state: dict[str, Any]) -> Path:
@@ -197,6 +252,7 @@ class Run:
     def finish(self, frames: int, act, state: Callable[[], dict[str, Any]]) -> None:
         """End of training (normal or interrupted): flush, checkpoint, final evaluation."""
         self.flush_losses(frames)
+        self.poll_background_eval(wait=True)
         path = self.save(frames, state())
         self.tracker.message(f"checkpoint: {path}")
         if not self.stop and self.cfg.eval.final:

@@ -36,6 +36,13 @@ from pixelrl.envs.wrappers import (
 ALE_FPS = 60
 
 
+def _quiet_ale() -> None:
+    """ALE prints a banner to stderr in every process that loads a ROM; keep only errors."""
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+
+
 @functools.lru_cache(maxsize=1)
 def available_games() -> list[str]:
     from ale_py import roms
@@ -46,6 +53,7 @@ def available_games() -> list[str]:
 def _ale_env(env_cfg: DictConfig, obs_type: str, frameskip, render: bool) -> gym.Env:
     from ale_py.env import AtariEnv
 
+    _quiet_ale()
     return AtariEnv(
         game=env_cfg.game,
         obs_type=obs_type,
@@ -223,6 +231,7 @@ def make_ale_vector(env_cfg: DictConfig, num_envs: int, num_threads: int) -> gym
     clipping are left to EpisodeSignals so that raw scores stay visible."""
     from ale_py.vector_env import AtariVectorEnv
 
+    _quiet_ale()
     return AtariVectorEnv(
         env_cfg.game,
         num_envs,

@@ -1,0 +1,80 @@
+"""n-step rollouts with the autograd graph kept, and the actor-critic loss on them.
+
+Shared by A2C (one learner, N synchronous envs) and A3C (each worker is such a learner).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pixelrl.losses import policy_gradient_loss
+from pixelrl.returns import actor_critic_targets
+
+
+def collect(
+    net, envs, obs: torch.Tensor, n_steps: int, device, on_episodes
+) -> tuple[dict, torch.Tensor]:
+    """Play n_steps on every env with the current policy, keeping the autograd graph.
+
+    Returns the rollout (logits, values, actions, rewards, flags, next_values) and the next obs.
+    `on_episodes(info, steps_done)` sees each step's info (episode stats).
+    """
+    logits_t, values_t, actions_t, rewards_t, term_t, trunc_t = [], [], [], [], [], []
+    boot = []  # (t, env indices, V(final obs)) for truncated episodes
+    for t in range(n_steps):
+        logits, value = net(obs)
+        with torch.no_grad():
+            action = torch.distributions.Categorical(logits=logits).sample()
+        next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+        on_episodes(info, t + 1)
+        if truncated.any():
+            idx = truncated.nonzero()[0]
+            with torch.no_grad():
+                final = torch.as_tensor(info["final_obs"][idx], device=device)
+                boot.append((t, torch.as_tensor(idx, device=device), net(final)[1]))
+        logits_t.append(logits)
+        values_t.append(value)
+        actions_t.append(action)
+        rewards_t.append(torch.as_tensor(reward, device=device))
+        term_t.append(torch.as_tensor(terminated, device=device))
+        trunc_t.append(torch.as_tensor(truncated, device=device))
+        obs = torch.as_tensor(next_obs, device=device)
+    values = torch.stack(values_t)
+    with torch.no_grad():
+        last_value = net(obs)[1]
+        next_values = torch.cat([values[1:].detach(), last_value[None]])
+        for t, idx, v in boot:
+            next_values[t, idx] = v
+    rollout = {
+        "logits": torch.stack(logits_t),
+        "values": values,
+        "actions": torch.stack(actions_t),
+        "rewards": torch.stack(rewards_t),
+        "terminated": torch.stack(term_t),
+        "truncated": torch.stack(trunc_t),
+        "next_values": next_values,
+    }
+    return rollout, obs
+
+
+def loss_from_rollout(rollout: dict, algo_cfg) -> tuple[torch.Tensor, dict]:
+    psi, targets = actor_critic_targets(
+        algo_cfg.psi,
+        rollout["rewards"],
+        rollout["values"].detach(),
+        rollout["next_values"],
+        rollout["terminated"],
+        rollout["truncated"],
+        algo_cfg.gamma,
+        algo_cfg.gae_lambda,
+    )
+    n_actions = rollout["logits"].shape[-1]
+    return policy_gradient_loss(
+        rollout["logits"].reshape(-1, n_actions),
+        rollout["actions"].reshape(-1),
+        psi.reshape(-1),
+        rollout["values"].reshape(-1),
+        targets.reshape(-1),
+        entropy_coef=algo_cfg.entropy_coef,
+        value_coef=algo_cfg.value_coef,
+    )

@@ -1,0 +1,98 @@
+"""Shared test helpers: run the real CLI in a subprocess, read a run's outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Tiny budgets that keep CLI smoke runs to a few seconds.
+FAST = [
+    "logger.wandb.mode=disabled",
+    "logger.progress=false",
+    "video.enabled=false",
+]
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 240, check: bool = False, env: dict | None = None
+):
+    """`python -m pixelrl <args>` in `cwd`; returns the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelrl", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def last_json_line(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"no JSON line in:\n{text}")
+
+
+@pytest.fixture
+def cli(tmp_path):
+    def _run(*args, **kwargs):
+        return run_cli(*args, cwd=tmp_path, **kwargs)
+
+    return _run
+
+
+def kill_tree(proc) -> None:
+    """Kill a Popen'd CLI and all its children (a failing test must not leave workers behind)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(proc.pid)
+    except psutil.NoSuchProcess:
+        return
+    for p in [*parent.children(recursive=True), parent]:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.fixture
+def popen_cli(tmp_path):
+    """Start `python -m pixelrl <args>` in the background; killed (with children) at teardown."""
+    procs = []
+
+    def _start(*args):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixelrl", *args],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield _start
+    for proc in procs:
+        if proc.poll() is None:
+            kill_tree(proc)

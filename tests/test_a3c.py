@@ -1,0 +1,162 @@
+"""A3C's process machinery: shared optimizer state, faults, graceful stops, resume."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pixelrl import checkpoint
+from pixelrl.shared_optim import SharedAdam, SharedRMSprop
+
+from .conftest import FAST, metrics
+
+
+def _one_step(opt, grad_value):
+    grads = [torch.full_like(p, grad_value) for p in opt.params]
+    opt.step(grads, track=True)
+
+
+@pytest.mark.parametrize("cls", [SharedRMSprop, SharedAdam])
+def test_a_workers_step_is_visible_to_the_others(cls):
+    net = torch.nn.Linear(3, 2)
+    net.share_memory()
+    opt = cls(net.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in net.parameters()]
+    ctx = mp.get_context("spawn")
+    p = ctx.Process(target=_one_step, args=(opt, 1.0))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert int(opt.steps) == 1  # the step count is shared
+    stats = opt.square_avg if cls is SharedRMSprop else opt.exp_avg_sq
+    assert all(float(s.abs().sum()) > 0 for s in stats)  # so are the statistics
+    assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))  # and the weights
+    # a second worker continues from the shared count instead of starting over at 1
+    p = ctx.Process(target=_one_step, args=(opt, 1.0))
+    p.start()
+    p.join(60)
+    assert int(opt.steps) == 2
+
+
+def test_shared_adam_late_worker_does_not_take_an_oversized_first_step():
+    """With a shared step count, a worker joining after 200 steps moves weights by about lr,
+    not by the 1/(1 - beta1) = 10x of a restarted bias correction."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(50, 50)
+    opt = SharedAdam(net.parameters(), lr=1e-3)
+    for _ in range(200):
+        opt.step([torch.randn_like(p) * 0.01 + 0.01 for p in opt.params])
+    change = opt.step([torch.randn_like(p) * 0.01 + 0.01 for p in opt.params], track=True)
+    assert change < 3e-3
+
+
+def _spawn_a3c(popen_cli, *extra):
+    return popen_cli(
+        "algo=a3c",
+        "env=Catch",
+        "algo.num_workers=2",
+        "total_frames=100000000",
+        "eval.every_frames=0",
+        "checkpoint.every_frames=0",
+        *FAST,
+        *extra,
+    )
+
+
+def _wait_for_rows(log, min_bytes=3000, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (log.exists() and log.stat().st_size > min_bytes):
+        time.sleep(0.2)
+    assert log.exists(), "training never started"
+
+
+def _workers(pid):
+    return [
+        c
+        for c in psutil.Process(pid).children(recursive=True)
+        if "resource_tracker" not in " ".join(c.cmdline())
+    ]
+
+
+def test_killed_worker_ends_the_run_fast_without_orphans(tmp_path, popen_cli):
+    proc = _spawn_a3c(popen_cli, "hydra.run.dir=run")
+    _wait_for_rows(tmp_path / "run" / "metrics.jsonl")
+    children = psutil.Process(proc.pid).children(recursive=True)
+    workers = _workers(proc.pid)
+    assert len(workers) >= 2
+    workers[0].kill()
+    start = time.time()
+    _, err = proc.communicate(timeout=30)
+    assert time.time() - start < 10
+    assert proc.returncode == 1
+    assert "a3c worker" in err and "died" in err and "SIGKILL" in err
+    assert "Traceback" not in err
+    time.sleep(1)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"orphans left: {alive}"
+
+
+def test_sigterm_writes_a_checkpoint_that_resume_continues(tmp_path, popen_cli):
+    proc = _spawn_a3c(popen_cli, "hydra.run.dir=run")
+    log = tmp_path / "run" / "metrics.jsonl"
+    _wait_for_rows(log)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    start = time.time()
+    _, err = proc.communicate(timeout=30)
+    assert time.time() - start < 10
+    assert proc.returncode == 143, err
+    payload = checkpoint.load(tmp_path / "run")
+    stopped_at = payload["frames"]
+    assert stopped_at > 0 and int(payload["optimizers"]["policy"]["steps"]) > 0
+    time.sleep(1)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    n_rows = len(metrics(tmp_path / "run"))
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pixelrl", "resume=run", f"total_frames={stopped_at + 5000}", *FAST],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    payload2 = checkpoint.load(tmp_path / "run")
+    assert payload2["frames"] >= stopped_at + 5000
+    assert int(payload2["optimizers"]["policy"]["steps"]) > int(
+        payload["optimizers"]["policy"]["steps"]
+    )
+    new_rows = metrics(tmp_path / "run")[n_rows:]
+    assert new_rows and min(r["frames"] for r in new_rows) >= stopped_at
+
+
+def test_worker_error_is_reported_with_its_message():
+    """A worker that raises sends its error; the main process names the worker and the error."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from pixelrl import compose_config
+    from pixelrl.algos import a3c
+    from pixelrl.run import TrainingError
+
+    cfg = compose_config(["algo=a3c", "env=Catch"])
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    cfg_dict["env"]["kind"] = "bogus"  # make_vector_env raises inside the worker
+    shared = torch.nn.Linear(2, 2)
+    ctx = mp.get_context("spawn")
+    queue, stop, lock = ctx.Queue(), ctx.Event(), ctx.Lock()
+    value = ctx.Value("q", 0, lock=False)
+    p = ctx.Process(
+        target=a3c._worker_main,
+        args=(3, cfg_dict, shared, None, lock, queue, stop, value, os.getpid()),
+    )
+    p.start()
+    p.join(60)
+    assert p.exitcode == 1
+    with pytest.raises(TrainingError, match=r"a3c worker 3 failed: ValueError: env.kind='bogus'"):
+        a3c._check_workers([p], queue)

@@ -1,0 +1,269 @@
+"""The real CLI, end to end, with tiny budgets."""
+
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import pixelrl
+from pixelrl import checkpoint
+from pixelrl.video import read_video
+
+from .conftest import FAST, last_json_line, metrics
+
+
+def test_help_lists_algos_and_envs(cli):
+    proc = cli("--help", check=True)
+    for name in ("a3c", "actor_critic", "Pong", "Breakout", "Catch", "atari", "device=auto"):
+        assert name in proc.stdout
+
+
+BAD_INPUTS = [
+    (["algo=foo"], "unknown algo 'foo'; choose one of: a3c, actor_critic"),
+    (["env=Nope"], "unknown env 'Nope'; choose one of:"),
+    (["total_frames=-5"], "total_frames=-5 is out of range"),
+    (["algo.lr=abc"], "algo.lr='abc' is not valid: expected a number"),
+    (["total_frames=1.5"], "total_frames='1.5' is not valid: expected an integer"),
+    (["eval.episodes=0"], "eval.episodes=0 is out of range"),
+    (
+        ["algo=actor_critic", "algo.psi=xyz"],
+        "algo.psi='xyz' is not allowed; choose one of: td, q, advantage, gae",
+    ),
+    (["algo.gamma=-0.5"], "algo.gamma=-0.5 is out of range"),
+    (["device=tpu"], "device='tpu' is not allowed"),
+    (["mode=eval"], "mode=eval needs a checkpoint: add load=PATH"),
+    (["mode=eval", "load=missing.pt"], "load=missing.pt: no such file"),
+    (["resume=missing_dir/"], "resume=missing_dir/: no such file"),
+    (["env=atari"], "env.game is required"),
+    (["env=atari", "env.game=zelda"], "env.game='zelda' is not an ALE ROM id"),
+    (["foo=1"], "unknown config key 'foo'"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_clear_line(cli, args, expected):
+    proc = cli(*args, *FAST, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("pixelrl: error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_clear_error(cli):
+    proc = cli("algo=actor_critic", "env=Catch", "device=cuda", *FAST, timeout=60)
+    assert proc.returncode == 2
+    assert "device=cuda but CUDA is not available" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_and_foreign_checkpoints_are_clear_errors(cli, tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 64)
+    torch.save({"weights": torch.ones(1)}, tmp_path / "foreign.pt")
+    for name, expected in (
+        ("junk.pt", "not a readable checkpoint"),
+        ("foreign.pt", "not a pixelrl checkpoint"),
+    ):
+        proc = cli("mode=eval", f"load={name}", *FAST, timeout=60)
+        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def pong_run(tmp_path_factory):
+    """A tiny A2C run on Pong: metrics, checkpoint, a video."""
+    from .conftest import run_cli
+
+    root = tmp_path_factory.mktemp("pong")
+    proc = run_cli(
+        "algo=actor_critic",
+        "env=Pong",
+        "algo.num_envs=2",
+        "total_frames=9000",
+        "eval.every_frames=8000",
+        "eval.episodes=1",
+        "eval.num_envs=1",
+        "eval.final=false",
+        "video.enabled=true",
+        "video.max_steps=40",
+        "checkpoint.every_frames=4000",
+        "logger.wandb.mode=disabled",
+        "logger.fps_every_s=0.5",
+        "hydra.run.dir=run1",
+        cwd=root,
+        check=True,
+    )
+    return root, root / "run1", proc
+
+
+def test_pong_run_writes_metrics_checkpoint_and_video(pong_run):
+    root, run_dir, _ = pong_run
+    rows = metrics(run_dir)
+    assert all("frames" in r and "time_s" in r for r in rows)
+    episodes = [r for r in rows if "train/episode_return" in r]
+    assert episodes and all(-21 <= r["train/episode_return"] <= 21 for r in episodes)
+    assert all(r["train/episode_length"] > 100 for r in episodes)
+    assert any("train/fps" in r for r in rows)
+    assert any("losses/policy_loss" in r and "losses/value_loss" in r for r in rows)
+    evals = [r for r in rows if "eval/return_mean" in r]
+    assert evals and "eval/return_std" in evals[0]
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    payload = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert payload["frames"] >= 9000
+    assert payload["config"]["algo"]["name"] == "actor_critic"
+    assert set(payload["models"]) == {"policy"} and "policy" in payload["optimizers"]
+    videos = sorted((run_dir / "videos").glob("*.mp4"))
+    assert videos
+    frames = read_video(videos[0])
+    assert frames.shape[1:] == (210, 160, 3) and 2 <= len(frames) <= 41
+
+
+def test_eval_and_watch_from_checkpoint(pong_run, cli):
+    root, run_dir, _ = pong_run
+    proc = cli(
+        "mode=eval",
+        f"load={run_dir}",
+        "eval.episodes=2",
+        "eval.num_envs=2",
+        *FAST,
+        "hydra.run.dir=ev",
+        check=True,
+    )
+    result = last_json_line(proc.stdout)
+    assert set(result) == {"return_mean", "return_std", "episodes"}
+    assert result["episodes"] == 2 and -21 <= result["return_mean"] <= 21
+    proc = cli(
+        "mode=watch",
+        f"load={run_dir}/checkpoints/last.pt",
+        "eval.episodes=1",
+        "logger.wandb.mode=disabled",
+        "hydra.run.dir=watch",
+        check=True,
+    )
+    result = last_json_line(proc.stdout)
+    assert result["episodes"] == 1
+    paths = [line for line in proc.stdout.splitlines() if line.endswith(".mp4")]
+    assert len(paths) == 1
+    video = read_video(paths[0])
+    assert len(video) > 100  # a whole Pong game
+
+
+def test_resume_continues_frame_count(pong_run, cli):
+    root, run_dir, _ = pong_run
+    before = metrics(run_dir)
+    proc = cli(f"resume={run_dir}", "total_frames=12000", *FAST, check=True)
+    assert "resuming at" in proc.stdout + proc.stderr
+    after = metrics(run_dir)[len(before) :]  # appended to the same run's log
+    assert after and min(r["frames"] for r in after) >= 9000
+    assert checkpoint.load(run_dir)["frames"] >= 12000
+    # time continues too
+    assert max(r["time_s"] for r in after) > max(r["time_s"] for r in before)
+
+
+def test_load_agent_api(pong_run):
+    _, run_dir, _ = pong_run
+    agent = pixelrl.load_agent(run_dir)
+    env = pixelrl.make_env("Pong", seed=0, num_envs=3, backend="sync")
+    obs, _ = env.reset()
+    actions = agent.act(obs)
+    assert actions.shape == (3,) and actions.dtype.kind == "i" and (actions < 6).all()
+    env.close()
+
+
+def _loss_rows(run_dir):
+    return [
+        {k: v for k, v in r.items() if k != "time_s"}
+        for r in metrics(run_dir)
+        if "losses/policy_loss" in r
+    ]
+
+
+@pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
+def test_same_seed_same_metrics(cli, tmp_path, algo):
+    args = [
+        f"algo={algo}",
+        "env=Catch",
+        "seed=7",
+        "total_frames=3000",
+        "eval.every_frames=0",
+        "eval.final=false",
+        "logger.fps_every_s=0",
+        *FAST,
+    ]
+    if algo == "a3c":
+        args.append("algo.num_workers=0")
+    cli(*args, "hydra.run.dir=a", check=True)
+    cli(*args, "hydra.run.dir=b", check=True)
+    a, b = _loss_rows(tmp_path / "a"), _loss_rows(tmp_path / "b")
+    assert len(a) >= 5 and a[:5] == b[:5]
+    cli(*args[:2], "seed=8", *args[3:], "hydra.run.dir=c", check=True)
+    assert _loss_rows(tmp_path / "c")[:5] != a[:5]
+
+
+def test_multirun_gives_each_job_its_own_dir_and_wandb_run(cli, tmp_path):
+    proc = cli(
+        "-m",
+        "algo=actor_critic",
+        "env=Catch",
+        "seed=1,2",
+        "total_frames=1000",
+        "eval.every_frames=0",
+        "eval.final=false",
+        "logger.progress=false",
+        "video.enabled=false",
+        "hydra.sweep.dir=sweep",
+        check=True,
+    )
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert len(jobs) == 2, proc.stdout
+    for job in jobs:
+        assert metrics(job)
+        assert (job / "checkpoints" / "last.pt").exists()
+        offline = list((job / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1
+    seeds = {checkpoint.load(job)["config"]["seed"] for job in jobs}
+    assert seeds == {1, 2}
+
+
+def test_sigint_keeps_checkpoint_and_metrics(tmp_path, popen_cli):
+    proc = popen_cli(
+        "algo=actor_critic",
+        "env=Catch",
+        "total_frames=100000000",
+        "eval.every_frames=0",
+        "checkpoint.every_frames=0",
+        *FAST,
+        "hydra.run.dir=run",
+    )
+    log = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and log.stat().st_size > 2000):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    start = time.time()
+    out, err = proc.communicate(timeout=30)
+    assert time.time() - start < 10
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err
+    payload = checkpoint.load(tmp_path / "run")
+    assert payload["frames"] > 0
+    rows = metrics(tmp_path / "run")  # every line parses
+    assert rows and max(r["frames"] for r in rows) <= payload["frames"]
+    assert np.isfinite([r["time_s"] for r in rows]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_actor_critic_on_cuda(cli, tmp_path):
+    cli(
+        "algo=actor_critic",
+        "env=Catch",
+        "device=cuda",
+        "total_frames=2000",
+        *FAST,
+        "hydra.run.dir=g",
+        check=True,
+    )
+    assert checkpoint.load(tmp_path / "g")["frames"] >= 2000

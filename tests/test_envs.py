@@ -1,0 +1,175 @@
+"""Frame pipeline: our recipe vs gymnasium's, stack order, shapes, vector signals, backends."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import pixelrl
+from pixelrl.config import AtariEnvConfig, ToyEnvConfig
+from pixelrl.envs import EVAL, TRAIN, atari, make_vector_env
+from pixelrl.envs.toy import Catch
+
+
+def atari_cfg(**kw):
+    base = {"name": "test", "game": "pong"}
+    base.update(kw)
+    return OmegaConf.structured(AtariEnvConfig(**base))
+
+
+@pytest.mark.parametrize("game,sticky", [("pong", 0.0), ("breakout", 0.25)])
+def test_recipe_equals_gymnasium_atari_preprocessing(game, sticky):
+    """Our opencv recipe == AtariPreprocessing + FrameStackObservation, frame for frame."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    ours = atari.make_single(atari_cfg(game=game, sticky_actions=sticky, fire_reset=False))
+    env_id = "ALE/" + "".join(w.title() for w in game.split("_")) + "-v5"
+    ref = gym.make(env_id, frameskip=1, repeat_action_probability=sticky)
+    ref = gym.wrappers.AtariPreprocessing(ref, noop_max=30, frame_skip=4, screen_size=84)
+    ref = gym.wrappers.FrameStackObservation(ref, 4)
+    rng = np.random.default_rng(1)
+    o1, _ = ours.reset(seed=7)
+    o2, _ = ref.reset(seed=7)
+    np.testing.assert_array_equal(o1, np.asarray(o2))
+    episodes = 0
+    for _ in range(1500):
+        a = int(rng.integers(ours.action_space.n))
+        o1, r1, te1, tr1, _ = ours.step(a)
+        o2, r2, te2, tr2, _ = ref.step(a)
+        np.testing.assert_array_equal(o1, np.asarray(o2))
+        assert (r1, te1, tr1) == (r2, te2, tr2)
+        if te1 or tr1:
+            episodes += 1
+            o1, _ = ours.reset()
+            o2, _ = ref.reset()
+            np.testing.assert_array_equal(o1, np.asarray(o2))
+    assert o1.dtype == np.uint8 and o1.shape == (4, 84, 84)
+
+
+def test_frame_stack_order_oldest_first():
+    env = atari.make_single(atari_cfg())
+    obs, _ = env.reset(seed=0)
+    assert all(np.array_equal(obs[0], obs[i]) for i in range(4))  # padded with the first frame
+    prev = obs
+    changed = False
+    for _ in range(40):
+        obs, *_ = env.step(2)
+        np.testing.assert_array_equal(obs[:3], prev[1:])  # shifted by one, newest last
+        changed |= not np.array_equal(obs[3], prev[3])
+        prev = obs
+    assert changed
+
+
+@pytest.mark.parametrize("backend", ["sync", "procs", "ale_vector", "async"])
+def test_backends_shape_dtype_and_episode_info(backend):
+    env = make_vector_env(atari_cfg(), 2, mode=TRAIN, backend=backend)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+    assert env.single_action_space.n == 6 and env.frames_per_step == 4
+    rng = np.random.default_rng(0)
+    returns = []
+    for _ in range(2500):
+        obs, r, te, tr, info = env.step(rng.integers(0, 6, size=2))
+        assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+        assert set(np.unique(r)) <= {-1.0, 0.0, 1.0}
+        if "_episode" in info:
+            assert info["final_obs"].shape == obs.shape
+            returns += list(info["episode"]["r"][info["_episode"]])
+    env.close()
+    assert returns, "a random Pong agent loses a game within 2500 steps"
+    assert all(-21 <= x <= -15 for x in returns)
+
+
+def test_episodic_life_and_raw_returns_on_breakout():
+    """Train mode: a lost life terminates for the learner, the game goes on, and the logged
+    episode return is the raw game score over all lives."""
+    cfg = atari_cfg(game="breakout")
+    env = make_vector_env(cfg, 1, mode=TRAIN, backend="sync")
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    life_ends, game_ends, raw_sum = 0, 0, 0.0
+    for _ in range(3000):
+        _, r, te, tr, info = env.step(rng.integers(0, 4, size=1))
+        raw_sum += float(r[0])
+        if "_episode" in info and info["_episode"][0]:
+            game_ends += 1
+            assert info["episode"]["r"][0] == pytest.approx(raw_sum)  # rewards are 0/1 here
+            raw_sum = 0.0
+            break
+        if te[0]:
+            life_ends += 1
+    env.close()
+    assert game_ends == 1 and life_ends == 4  # 5 lives: 4 life losses, then game over
+
+
+def test_eval_mode_has_no_training_signals():
+    cfg = atari_cfg(game="breakout")
+    env = make_vector_env(cfg, 1, mode=EVAL, backend="sync")
+    assert not env.episodic_life and not env.clip_rewards
+    env.close()
+
+
+def test_action_set_subset():
+    env = make_vector_env(atari_cfg(action_set=[2, 3]), 2, mode=TRAIN, backend="ale_vector")
+    assert env.single_action_space.n == 2
+    env.reset(seed=0)
+    env.step(np.array([0, 1]))
+    env.close()
+
+
+def test_procs_backend_steps_only_active_envs():
+    cfg = OmegaConf.structured(ToyEnvConfig(name="Catch"))
+    env = make_vector_env(cfg, 3, mode=TRAIN, backend="procs")
+    obs, _ = env.reset(seed=0)
+    active = np.array([True, False, True])
+    obs2, r, te, tr, _ = env.step(np.array([1, 1, 1]), active=active)
+    np.testing.assert_array_equal(obs2[1], obs[1])  # the inactive env stood still
+    assert not np.array_equal(obs2[0], obs[0])  # the ball fell one row
+    env.close()
+
+
+def test_catch_dynamics_and_random_baseline():
+    env = Catch(rows=10, cols=5, scale=2)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (1, 20, 10) and obs.dtype == np.uint8
+    assert (obs > 0).sum() == 2 * 4  # ball and paddle, 2x2 pixels each
+    rng = np.random.default_rng(0)
+    total, n = 0.0, 300
+    for _ in range(n):
+        env.reset(seed=int(rng.integers(1 << 30)))
+        steps = 0
+        while True:
+            _, r, te, tr, _ = env.step(int(rng.integers(3)))
+            steps += 1
+            if te:
+                total += r
+                break
+        assert steps == 9
+    assert -0.85 < total / n < -0.35  # a random paddle mostly misses
+
+
+def test_catch_perfect_policy_scores_one():
+    env = Catch()
+    for seed in range(20):
+        env.reset(seed=seed)
+        while True:
+            ball_col, paddle = env._ball[1], env._paddle
+            _, r, te, _, _ = env.step(1 + int(np.sign(ball_col - paddle)))
+            if te:
+                assert r == 1.0
+                break
+
+
+def test_make_env_api_matches_training_env():
+    env = pixelrl.make_env("Catch", seed=5, num_envs=3)
+    obs, _ = env.reset()
+    assert obs.shape == (3, 1, 20, 10)
+    env2 = pixelrl.make_env("Catch", seed=5, num_envs=3)
+    obs2, _ = env2.reset()
+    np.testing.assert_array_equal(obs, obs2)  # `seed` seeds the first reset
+    env.close()
+    env2.close()
+    pong = pixelrl.make_env("Pong", num_envs=2, backend="sync")
+    assert pong.single_observation_space.shape == (4, 84, 84)
+    pong.close()

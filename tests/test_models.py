@@ -1,0 +1,84 @@
+"""Network shapes, scaling and heads."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pixelrl.config import ModelConfig
+from pixelrl.models import ActorCritic, ConvTrunk, PolicyHead, make_trunk, num_params
+
+
+def model_cfg(**kw):
+    return OmegaConf.structured(ModelConfig(**kw))
+
+
+ATARI = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+
+
+@pytest.mark.parametrize("trunk,flat,hidden", [("nature", 3136, 512), ("a3c", 2592, 256)])
+def test_conv_trunks_size_themselves(trunk, flat, hidden):
+    t = make_trunk(model_cfg(trunk=trunk), ATARI)
+    assert isinstance(t, ConvTrunk)
+    assert t.encoder.out_dim == flat and t.out_dim == hidden
+    out = t(torch.zeros(5, 4, 84, 84, dtype=torch.uint8))
+    assert out.shape == (5, hidden)
+
+
+def test_actor_critic_shapes_and_initial_policy_is_near_uniform():
+    net = ActorCritic(model_cfg(trunk="nature"), ATARI, 6)
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    logits, value = net(obs)
+    assert logits.shape == (3, 6) and value.shape == (3,)
+    probs = logits.softmax(-1)
+    assert torch.allclose(probs, torch.full_like(probs, 1 / 6), atol=0.02)  # policy gain 0.01
+    assert net.act(obs).shape == (3,)
+
+
+def test_uint8_is_scaled_inside():
+    t = make_trunk(model_cfg(trunk="a3c"), ATARI)
+    x = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    torch.testing.assert_close(t(x), t(x.float()))  # uint8 and float pixels agree
+
+
+def test_mlp_trunk_on_karpathy_vectors_no_bias_karpathy_init():
+    space = gym.spaces.Box(-1.0, 1.0, (6400,), np.float32)
+    net = ActorCritic(
+        model_cfg(trunk="mlp", hidden=200, bias=False, init="karpathy", policy_head="sigmoid"),
+        space,
+        2,
+        with_value=False,
+    )
+    w1 = net.trunk.net[1].weight
+    assert w1.shape == (200, 6400) and net.trunk.net[1].bias is None
+    assert abs(w1.std().item() - 1 / np.sqrt(6400)) < 0.001
+    assert num_params(net) == 6400 * 200 + 200  # pg-pong's two weight matrices, nothing else
+    x = torch.randn(4, 6400)
+    logits, value = net(x)
+    assert value is None and logits.shape == (4, 2)
+    assert torch.all(logits[:, 1] == 0)
+
+
+def test_sigmoid_head_equals_pg_pong_probability_and_gradient():
+    head = PolicyHead(3, 2, sigmoid=True, bias=False)
+    h = torch.randn(5, 3)
+    z = head.linear(h).squeeze(-1)
+    p_up = torch.sigmoid(z)
+    torch.testing.assert_close(head(h).softmax(-1)[:, 0], p_up)
+    # d log pi(UP) / dz = 1 - p  (pg-pong's  y - p with y = 1)
+    z1 = z.detach().clone().requires_grad_(True)
+    logp_up = torch.log_softmax(torch.stack([z1, torch.zeros_like(z1)], -1), -1)[:, 0]
+    logp_up.sum().backward()
+    torch.testing.assert_close(z1.grad, 1 - torch.sigmoid(z1.detach()))
+
+
+def test_sigmoid_head_needs_two_actions():
+    with pytest.raises(ValueError, match="exactly 2 actions"):
+        PolicyHead(4, 3, sigmoid=True)
+
+
+def test_conv_trunk_on_tiny_images_is_a_clear_error():
+    tiny = gym.spaces.Box(0, 255, (1, 20, 10), np.uint8)
+    with pytest.raises(ValueError, match="too deep"):
+        make_trunk(model_cfg(trunk="nature"), tiny)
