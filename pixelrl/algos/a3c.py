@@ -164,9 +164,21 @@ def train(run: Run) -> None:
             "optimizers": {"policy": optimizer.state_dict()},
         }
 
+    worker_frames = [0] * max(1, a.num_workers)
+    worker_clock = [time.monotonic(), list(worker_frames)]
+
     def record(msg) -> int:
         nonlocal frames
         frames += msg["frames"]
+        worker_frames[msg["rank"]] += msg["frames"]
+        elapsed = time.monotonic() - worker_clock[0]
+        if elapsed >= cfg.logger.fps_every_s and a.num_workers > 1:  # per-worker speed
+            rates = {
+                f"charts/worker{r}_fps": round((f - f0) / elapsed, 1)
+                for r, (f, f0) in enumerate(zip(worker_frames, worker_clock[1]))
+            }
+            run.tracker.log(frames, rates)
+            worker_clock[0], worker_clock[1] = time.monotonic(), list(worker_frames)
         for ret, length in msg["episodes"]:
             run.tracker.episode(frames, ret, length)
         return frames

@@ -172,11 +172,16 @@ def train(run: Run) -> None:
             **{"train/running_reward": running_reward, "train/episodes": episodes_done},
         )
 
+    learner_threads = torch.get_num_threads()
     try:
         while not run.done(frames):
+            # While env worker processes run, batch-of-10 forward passes are tiny: one thread, or
+            # torch's thread pool spins against the env processes for the same cores.
+            torch.set_num_threads(1 if masked else learner_threads)
             net.eval()
             episodes = collector.play(net, device, a.batch_episodes, on_episode)
             net.train()
+            torch.set_num_threads(learner_threads)
             metrics = update(net, optimizer, episodes, a, running_mean, device)
             if a.psi == "baseline" and a.baseline == "running_mean":
                 batch_mean = float(

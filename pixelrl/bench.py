@@ -1,0 +1,323 @@
+"""Throughput benchmarks: every algorithm next to its raw env, measured in the same run.
+
+    python -m pixelrl.bench [which=a3c_pong,a2c_pong,...] [seconds=40] [device=cpu|cuda] [out=FILE.json]
+
+For each benchmark: first the *baseline*, the preprocessed env with the same settings, backend
+and number of envs stepped with random actions; then the real training command
+(`python -m pixelrl ...`) run for `seconds` and stopped with Ctrl-C, its speed read from the
+`train/fps` lines of its metrics.jsonl after a warm-up. Figures are printed as ratios to the
+baseline, because machines are shared and noisy and only same-run ratios compare across them.
+Results are also written as JSON (default: bench_results/bench_<time>.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Bench:
+    name: str
+    what: str
+    args: list[str]  # the training command's overrides
+    baseline_args: list[str] = field(default_factory=list)  # overrides that define the raw env
+    baseline_envs: int = 16
+    unit: str = "frames"  # what the headline counts: emulator frames or agent steps
+    gpu: bool = True  # meaningful on device=cuda
+
+
+BENCHES = {
+    "a3c_pong": Bench(
+        "a3c_pong",
+        "A3C, 2 workers x 8 envs, A3C-paper trunk",
+        ["algo=a3c", "env=Pong"],
+        ["env=Pong"],
+        16,
+        gpu=False,
+    ),
+    "a3c_pong_nature": Bench(
+        "a3c_pong_nature",
+        "A3C, 2 workers x 8 envs, Nature CNN",
+        ["algo=a3c", "env=Pong", "model.trunk=nature"],
+        ["env=Pong"],
+        16,
+        gpu=False,
+    ),
+    "a2c_pong": Bench(
+        "a2c_pong",
+        "A2C (actor_critic), 16 envs, Nature CNN",
+        ["algo=actor_critic", "env=Pong"],
+        ["env=Pong"],
+        16,
+    ),
+    "karpathy_pong": Bench(
+        "karpathy_pong",
+        "REINFORCE, pg-pong exactly, 10 envs",
+        ["experiment=karpathy_pong"],
+        ["experiment=karpathy_pong"],
+        10,
+        unit="steps",
+    ),
+    "ddpg_pendulum": Bench(
+        "ddpg_pendulum",
+        "DDPG, pixel Pendulum, batch 256, 84x84",
+        ["algo=ddpg", "env=Pendulum"],
+        ["algo=ddpg", "env=Pendulum"],
+        1,
+    ),
+    "catch": Bench(
+        "catch",
+        "A2C on Catch (tiny, for tests)",
+        ["algo=actor_critic", "env=Catch"],
+        ["env=Catch"],
+        16,
+    ),
+}
+DEFAULT = ["a3c_pong", "a3c_pong_nature", "a2c_pong", "karpathy_pong", "ddpg_pendulum"]
+
+
+def machine_info(device: str) -> dict:
+    import torch
+
+    info = {
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def raw_env_speed(overrides: list[str], num_envs: int, seconds: float) -> dict:
+    """The preprocessed env with random actions: agent steps/s and emulator frames/s."""
+    from pixelrl import compose_config
+    from pixelrl.envs import TRAIN, make_vector_env
+
+    cfg = compose_config(overrides)
+    env = make_vector_env(cfg.env, num_envs, mode=TRAIN)
+    rng = np.random.default_rng(0)
+    space = env.single_action_space
+    env.reset(seed=0)
+
+    def random_actions():
+        if hasattr(space, "n"):
+            return rng.integers(0, space.n, size=num_envs)
+        return rng.uniform(space.low, space.high, size=(num_envs, *space.shape)).astype(np.float32)
+
+    for _ in range(20):  # warm-up
+        env.step(random_actions())
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        env.step(random_actions())
+        steps += num_envs
+    elapsed = time.perf_counter() - start
+    env.close()
+    return {
+        "steps_per_s": steps / elapsed,
+        "frames_per_s": steps * env.frames_per_step / elapsed,
+        "frames_per_step": env.frames_per_step,
+    }
+
+
+def training_speed(args: list[str], seconds: float, device: str, workdir: Path) -> dict:
+    """Run the real CLI for `seconds` after its first metrics line, stop it with SIGINT."""
+    run_dir = workdir / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pixelrl",
+        *args,
+        f"device={device}",
+        "total_frames=100000000000",
+        "eval.every_frames=0",
+        "eval.final=false",
+        "checkpoint.every_frames=0",
+        "video.enabled=false",
+        "logger.wandb.mode=disabled",
+        "logger.progress=false",
+        "logger.fps_every_s=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while (
+        time.monotonic() < deadline
+        and proc.poll() is None
+        and not (log.exists() and log.stat().st_size > 0)
+    ):
+        time.sleep(0.2)
+    if proc.poll() is None:
+        time.sleep(seconds)
+        proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    if proc.returncode not in (0, 130):
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed ({proc.returncode}): {err.strip()[-400:]}")
+    from pixelrl.tracking import read_metrics
+
+    rows = read_metrics(log)
+    fps_rows = [r for r in rows if "train/fps" in r][1:]  # the first window includes start-up
+    if len(fps_rows) < 2:
+        raise RuntimeError(
+            f"{' '.join(args)}: too few train/fps lines in {seconds}s; use a larger seconds="
+        )
+    first, last = fps_rows[0], fps_rows[-1]
+    frames_per_s = (last["frames"] - first["frames"]) / max(1e-9, last["time_s"] - first["time_s"])
+    out = {"frames_per_s": frames_per_s, "measured_s": last["time_s"] - first["time_s"]}
+    updates = [
+        r
+        for r in rows
+        if "charts/updates" in r and first["time_s"] <= r["time_s"] <= last["time_s"]
+    ]
+    if len(updates) >= 2:
+        out["updates_per_s"] = (updates[-1]["charts/updates"] - updates[0]["charts/updates"]) / max(
+            1e-9, updates[-1]["time_s"] - updates[0]["time_s"]
+        )
+    workers = {}
+    for r in rows:
+        for k, v in r.items():
+            if (
+                k.startswith("charts/worker")
+                and k.endswith("_fps")
+                and r["time_s"] >= first["time_s"]
+            ):
+                workers.setdefault(k[len("charts/") : -len("_fps")], []).append(v)
+    if workers:
+        out["per_worker_frames_per_s"] = {k: float(np.mean(v)) for k, v in sorted(workers.items())}
+    episodes = [r for r in rows if "train/episode_return" in r and r["time_s"] >= first["time_s"]]
+    if episodes:
+        out["episodes_per_hour"] = (
+            len(episodes) / max(1e-9, last["time_s"] - first["time_s"]) * 3600
+        )
+    return out
+
+
+def run_bench(b: Bench, seconds: float, device: str) -> dict:
+    result: dict = {
+        "name": b.name,
+        "what": b.what,
+        "command": "python -m pixelrl " + " ".join(b.args),
+    }
+    result["baseline"] = raw_env_speed(b.baseline_args, b.baseline_envs, max(5.0, seconds / 3))
+    with tempfile.TemporaryDirectory(prefix=f"pixelrl-bench-{b.name}-") as tmp:
+        result["train"] = training_speed(b.args, seconds, device, Path(tmp))
+    fps_step = result["baseline"]["frames_per_step"]
+    result["train"]["steps_per_s"] = result["train"]["frames_per_s"] / fps_step
+    result["ratio"] = result["train"]["frames_per_s"] / result["baseline"]["frames_per_s"]
+    return result
+
+
+def format_result(r: dict, unit: str) -> str:
+    t, b = r["train"], r["baseline"]
+    key = "steps_per_s" if unit == "steps" else "frames_per_s"
+    line = f"{r['name']:<16} {t[key]:>9,.0f} {unit}/s = {r['ratio']:.2f} x raw env ({b[key]:,.0f} {unit}/s)"
+    if "updates_per_s" in t:
+        line += f" | {t['updates_per_s']:.1f} updates/s"
+    if "per_worker_frames_per_s" in t:
+        line += (
+            " | per worker: "
+            + " / ".join(f"{v:,.0f}" for v in t["per_worker_frames_per_s"].values())
+            + " frames/s"
+        )
+    if "episodes_per_hour" in t and unit == "steps":
+        line += f" | {t['episodes_per_hour']:,.0f} episodes/h"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        print("\nbenchmarks: " + ", ".join(f"{k} ({v.what})" for k, v in BENCHES.items()))
+        return 0
+    opts = {"which": ",".join(DEFAULT), "seconds": "40", "device": "cpu", "out": ""}
+    for a in argv:
+        key, sep, value = a.partition("=")
+        if not sep or key not in opts:
+            print(
+                f"pixelrl.bench: error: unknown argument {a!r}; use which=, seconds=, device=, out=",
+                file=sys.stderr,
+            )
+            return 2
+        opts[key] = value
+    names = [n for n in opts["which"].split(",") if n]
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(
+            f"pixelrl.bench: error: unknown benchmark {unknown[0]!r}; choose from: {', '.join(BENCHES)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        seconds = float(opts["seconds"])
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        print(
+            f"pixelrl.bench: error: seconds={opts['seconds']!r} must be a positive number",
+            file=sys.stderr,
+        )
+        return 2
+    device = opts["device"]
+    info = machine_info(device)
+    print(
+        f"pixelrl.bench | {info['cpus']} CPUs | torch {info['torch']} ({info['torch_threads']} threads) | "
+        f"device {device}{' (' + info['gpu'] + ')' if 'gpu' in info else ''} | commit {info.get('commit', '?')}"
+    )
+    print(
+        f"each benchmark: raw env with random actions, then {seconds:g}s of real training; ratio = train / raw"
+    )
+    results = []
+    for name in names:
+        b = BENCHES[name]
+        if device.startswith("cuda") and not b.gpu:
+            print(f"{name:<16} skipped: A3C workers run on the CPU by design")
+            continue
+        try:
+            r = run_bench(b, seconds, device)
+        except Exception as e:  # one broken benchmark must not hide the others
+            print(f"{name:<16} FAILED: {e}")
+            results.append({"name": name, "error": str(e)})
+            continue
+        results.append(r)
+        print(format_result(r, b.unit), flush=True)
+    out = Path(opts["out"] or f"bench_results/bench_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": info, "seconds": seconds, "results": results}, indent=1))
+    print(f"results: {out}")
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

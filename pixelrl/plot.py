@@ -1,0 +1,254 @@
+"""Learning curves and speed plots from metrics.jsonl.
+
+    python -m pixelrl.plot <run or multirun dirs>... [x=frames|minutes] [out=FILE.png] [smooth=N]
+
+Every directory below the given paths that holds a metrics.jsonl is a run. Runs whose configs
+differ only in `seed` form one group, drawn as the mean of their smoothed episode returns with a
+± std band; evaluation returns are drawn as points. Labels name the algorithm and env plus the
+keys that differ between groups. A second panel shows training frames/s over wall-clock time.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pixelrl.tracking import read_metrics
+
+# Keys that never distinguish configurations (plumbing, not hyperparameters).
+IGNORED_KEYS = (
+    "seed",
+    "resume",
+    "load",
+    "mode",
+    "device",
+    "logger",
+    "eval",
+    "video",
+    "checkpoint",
+    "torch_threads",
+)
+
+
+@dataclass
+class RunData:
+    path: Path
+    config: dict
+    episodes: np.ndarray  # (n, 3): frames, minutes, return
+    evals: np.ndarray  # (m, 3): frames, minutes, eval return mean
+    fps: np.ndarray  # (k, 2): minutes, frames/s
+
+
+@dataclass
+class Group:
+    key: str
+    config: dict
+    runs: list[RunData] = field(default_factory=list)
+    label: str = ""
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "metrics.jsonl").is_file():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(m.parent for m in p.rglob("metrics.jsonl")))
+        else:
+            raise FileNotFoundError(
+                f"{p}: not a run directory (no metrics.jsonl) or a directory of runs"
+            )
+    return list(dict.fromkeys(found))
+
+
+def _load_config(run_dir: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    if cfg_file.is_file():
+        return OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False)
+    return {}
+
+
+def load_run(run_dir: Path) -> RunData:
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    eps = [
+        (r["frames"], r["time_s"] / 60, r["train/episode_return"])
+        for r in rows
+        if "train/episode_return" in r
+    ]
+    evs = [
+        (r["frames"], r["time_s"] / 60, r["eval/return_mean"])
+        for r in rows
+        if r.get("eval/return_mean") is not None
+    ]
+    fps = [(r["time_s"] / 60, r["train/fps"]) for r in rows if "train/fps" in r]
+    arr = lambda xs, k: np.asarray(xs, np.float64).reshape(-1, k)  # noqa: E731
+    return RunData(run_dir, _load_config(run_dir), arr(eps, 3), arr(evs, 3), arr(fps, 2))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def group_runs(runs: list[RunData]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for run in runs:
+        flat = {
+            k: v for k, v in _flatten(run.config).items() if k.split(".")[0] not in IGNORED_KEYS
+        }
+        key = repr(sorted(flat.items(), key=lambda kv: kv[0])) if flat else str(run.path)
+        groups.setdefault(key, Group(key, flat)).runs.append(run)
+    out = list(groups.values())
+    # label: algo/env, then the keys whose values differ across groups
+    all_keys = sorted({k for g in out for k in g.config})
+    differing = [k for k in all_keys if len({repr(g.config.get(k)) for g in out}) > 1]
+    for g in out:
+        base = " ".join(str(g.config[k]) for k in ("algo.name", "env.name") if k in g.config)
+        extra = [
+            f"{k.split('.', 1)[-1] if k.startswith('algo.') else k}={g.config.get(k)}"
+            for k in differing
+            if k not in ("algo.name", "env.name")
+        ]
+        g.label = " ".join([base or g.runs[0].path.name, *extra]).strip()
+        if len(g.runs) > 1:
+            g.label += f" ({len(g.runs)} seeds)"
+    return out
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what exists so far)."""
+    if len(values) == 0 or window <= 1:
+        return values
+    c = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(0, idx - window)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def group_curve(group: Group, x: str, window: int, points: int = 200):
+    """Common x grid and the mean / std over seeds of the smoothed episode returns."""
+    col = 0 if x == "frames" else 1
+    curves = [
+        (r.episodes[:, col], smooth(r.episodes[:, 2], window))
+        for r in group.runs
+        if len(r.episodes)
+    ]
+    if not curves:
+        return None
+    hi = min(c[0][-1] for c in curves)  # only where every seed has data
+    lo = max(c[0][0] for c in curves)
+    if hi <= lo:
+        xs_single, ys_single = curves[0]
+        return xs_single, ys_single, np.zeros_like(ys_single)
+    grid = np.linspace(lo, hi, points)
+    ys = np.stack([np.interp(grid, cx, cy) for cx, cy in curves])
+    return grid, ys.mean(0), ys.std(0)
+
+
+def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int = 20):
+    """The figure (learning curves | frames/s) and the groups it shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x not in ("frames", "minutes"):
+        raise ValueError(f"x={x!r} is not allowed; choose one of: frames, minutes")
+    runs = [load_run(p) for p in find_runs(paths)]
+    if not runs:
+        raise FileNotFoundError("no runs found (no metrics.jsonl under the given paths)")
+    groups = group_runs(runs)
+    fig, (ax, ax_fps) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2, 1]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    col = 0 if x == "frames" else 1
+    for i, g in enumerate(groups):
+        color = colors[i % len(colors)]
+        curve = group_curve(g, x, smooth_window)
+        if curve is not None:
+            gx, mean, std = curve
+            ax.plot(gx, mean, color=color, label=g.label)
+            if len(g.runs) > 1:
+                ax.fill_between(gx, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        evals = [r.evals for r in g.runs if len(r.evals)]
+        if evals:
+            ev = np.concatenate(evals)
+            ax.scatter(
+                ev[:, col],
+                ev[:, 2],
+                color=color,
+                s=14,
+                marker="o",
+                edgecolors="black",
+                linewidths=0.4,
+                zorder=3,
+            )
+        for j, r in enumerate(g.runs):
+            if len(r.fps):
+                ax_fps.plot(
+                    r.fps[:, 0],
+                    r.fps[:, 1],
+                    color=color,
+                    alpha=0.8,
+                    linewidth=1,
+                    label=g.label if j == 0 else None,
+                )
+    ax.set_xlabel("emulator frames" if x == "frames" else "wall-clock minutes")
+    ax.set_ylabel(f"episode return (smoothed over {smooth_window}); dots: eval")
+    ax.set_title("learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax_fps.set_xlabel("wall-clock minutes")
+    ax_fps.set_ylabel("training frames/s")
+    ax_fps.set_title("speed")
+    ax_fps.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig, groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    opts = {"x": "frames", "out": "curves.png", "smooth": "20"}
+    paths = []
+    for a in argv:
+        key, sep, value = a.partition("=")
+        if sep and key in opts:
+            opts[key] = value
+        elif sep:
+            print(
+                f"pixelrl.plot: error: unknown option {key!r}; use x=, out=, smooth=",
+                file=sys.stderr,
+            )
+            return 2
+        else:
+            paths.append(a)
+    try:
+        window = int(opts["smooth"])
+        fig, groups = make_figure(paths, opts["x"], window)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"pixelrl.plot: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(opts["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"{out}: {len(groups)} configuration(s), {sum(len(g.runs) for g in groups)} run(s)")
+    for g in groups:
+        print(f"  {g.label}: {', '.join(str(r.path) for r in g.runs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

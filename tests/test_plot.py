@@ -1,0 +1,106 @@
+"""python -m pixelrl.plot on synthetic runs: 2 configs x 2 seeds -> 2 lines with bands."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from pixelrl.plot import find_runs, group_runs, load_run, make_figure, smooth
+
+
+def fake_run(path, lr, seed, slope):
+    path.mkdir(parents=True)
+    (path / ".hydra").mkdir()
+    cfg = {
+        "seed": seed,
+        "algo": {"name": "a3c", "lr": lr},
+        "env": {"name": "Pong"},
+        "logger": {"x": seed},
+    }
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rng = np.random.default_rng(seed)
+    with open(path / "metrics.jsonl", "w") as f:
+        for i in range(100):
+            frames = (i + 1) * 1000
+            f.write(
+                json.dumps(
+                    {
+                        "frames": frames,
+                        "time_s": i * 3.0,
+                        "train/episode_return": slope * i + rng.normal(),
+                    }
+                )
+                + "\n"
+            )
+            if i % 10 == 0:
+                f.write(
+                    json.dumps({"frames": frames, "time_s": i * 3.0, "train/fps": 300 + i}) + "\n"
+                )
+            if i % 25 == 0:
+                f.write(
+                    json.dumps(
+                        {
+                            "frames": frames,
+                            "time_s": i * 3.0,
+                            "eval/return_mean": slope * i,
+                            "eval/return_std": 0.1,
+                        }
+                    )
+                    + "\n"
+                )
+        f.write('{"frames": 1')  # a torn last line (killed run) must be skipped
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "multirun"
+    for j, (lr, seed) in enumerate([(1e-4, 1), (1e-4, 2), (3e-4, 1), (3e-4, 2)]):
+        fake_run(root / f"{j}_lr={lr},seed={seed}", lr, seed, slope=0.1 if lr == 1e-4 else 0.2)
+    return root
+
+
+def test_groups_by_config_ignoring_seed(sweep):
+    groups = group_runs([load_run(p) for p in find_runs([sweep])])
+    assert len(groups) == 2 and all(len(g.runs) == 2 for g in groups)
+    labels = sorted(g.label for g in groups)
+    assert labels[0].startswith("a3c Pong lr=0.0001") and "(2 seeds)" in labels[0]
+
+
+@pytest.mark.parametrize("x", ["frames", "minutes"])
+def test_figure_has_one_line_and_band_per_config(sweep, x):
+    fig, groups = make_figure([sweep], x=x)
+    ax, ax_fps = fig.axes
+    assert len(ax.get_lines()) == 2  # one mean line per config
+    assert len(ax.collections) == 4  # 2 std bands + 2 eval scatters
+    assert len(ax_fps.get_lines()) == 4  # fps of every run
+    assert sorted(line.get_label() for line in ax.get_lines()) == sorted(g.label for g in groups)
+    steeper = max(ax.get_lines(), key=lambda line: line.get_ydata()[-1])
+    assert "lr=0.0003" in steeper.get_label()
+    xmax = max(line.get_xdata()[-1] for line in ax.get_lines())
+    assert xmax == pytest.approx(100_000 if x == "frames" else 99 * 3 / 60)
+
+
+def test_smooth_is_a_trailing_mean():
+    assert np.allclose(smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
+
+
+def test_cli_writes_png(sweep, tmp_path):
+    out = tmp_path / "curves.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelrl.plot", str(sweep), "x=minutes", f"out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "2 configuration(s), 4 run(s)" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "pixelrl.plot", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr
