@@ -81,16 +81,17 @@ def pong_run(tmp_path_factory):
     proc = run_cli(
         "algo=actor_critic",
         "env=Pong",
-        "algo.num_envs=2",
-        "total_frames=9000",
-        "eval.every_frames=8000",
+        "algo.num_envs=1",
+        "model.trunk=a3c",
+        "total_frames=5200",
+        "eval.every_frames=4000",
         "eval.episodes=1",
         "eval.num_envs=1",
         "eval.final=false",
         "video.enabled=true",
         "video.max_steps=40",
-        "checkpoint.every_frames=4000",
-        "logger.wandb.mode=disabled",
+        "checkpoint.every_frames=2000",
+        "logger.wandb.mode=offline",
         "logger.fps_every_s=0.5",
         "hydra.run.dir=run1",
         cwd=root,
@@ -112,13 +113,17 @@ def test_pong_run_writes_metrics_checkpoint_and_video(pong_run):
     assert evals and "eval/return_std" in evals[0]
     assert (run_dir / ".hydra" / "config.yaml").exists()
     payload = checkpoint.load(run_dir / "checkpoints" / "last.pt")
-    assert payload["frames"] >= 9000
+    assert payload["frames"] >= 5200
     assert payload["config"]["algo"]["name"] == "actor_critic"
     assert set(payload["models"]) == {"policy"} and "policy" in payload["optimizers"]
     videos = sorted((run_dir / "videos").glob("*.mp4"))
     assert videos
     frames = read_video(videos[0])
     assert frames.shape[1:] == (210, 160, 3) and 2 <= len(frames) <= 41
+    # the offline W&B run holds the config, the metrics and the video
+    (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(wandb_run.glob("files/media/videos/**/*.mp4"))
+    assert list(wandb_run.glob("*.wandb"))
 
 
 def test_eval_and_watch_from_checkpoint(pong_run, cli):
@@ -154,11 +159,11 @@ def test_eval_and_watch_from_checkpoint(pong_run, cli):
 def test_resume_continues_frame_count(pong_run, cli):
     root, run_dir, _ = pong_run
     before = metrics(run_dir)
-    proc = cli(f"resume={run_dir}", "total_frames=12000", *FAST, check=True)
+    proc = cli(f"resume={run_dir}", "total_frames=6000", *FAST, check=True)
     assert "resuming at" in proc.stdout + proc.stderr
     after = metrics(run_dir)[len(before) :]  # appended to the same run's log
-    assert after and min(r["frames"] for r in after) >= 9000
-    assert checkpoint.load(run_dir)["frames"] >= 12000
+    assert after and min(r["frames"] for r in after) >= 5200
+    assert checkpoint.load(run_dir)["frames"] >= 6000
     # time continues too
     assert max(r["time_s"] for r in after) > max(r["time_s"] for r in before)
 
@@ -267,3 +272,27 @@ def test_actor_critic_on_cuda(cli, tmp_path):
         check=True,
     )
     assert checkpoint.load(tmp_path / "g")["frames"] >= 2000
+
+
+def test_slurm_launcher_config_is_shipped(cli):
+    proc = cli("hydra/launcher=slurm", "--cfg", "hydra", check=True)
+    assert "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in proc.stdout
+    assert "timeout_min: 720" in proc.stdout and "cpus_per_task: 8" in proc.stdout
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(cli, tmp_path):
+    cli(
+        "-m",
+        "hydra/launcher=local_parallel",
+        "algo=actor_critic",
+        "env=Catch",
+        "seed=1,2",
+        "total_frames=800",
+        "eval.every_frames=0",
+        "eval.final=false",
+        *FAST,
+        "hydra.sweep.dir=sw",
+        check=True,
+    )
+    jobs = [p for p in (tmp_path / "sw").iterdir() if p.is_dir()]
+    assert len(jobs) == 2 and all(metrics(j) for j in jobs)
