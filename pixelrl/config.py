@@ -122,16 +122,16 @@ class ToyEnvConfig(EnvConfig):
 
 @dataclass
 class ControlEnvConfig(EnvConfig):
-    kind: str = "control"
+    kind: str = "control"  # control (gymnasium / toy) | dmc (DeepMind Control Suite)
     backend: str = "sync"
-    id: str = MISSING  # gymnasium id (Pendulum-v1, CarRacing-v3) or a toy id (Reach)
+    id: str = MISSING  # gymnasium id (Pendulum-v1, CarRacing-v3) or Reach (toy)
     task: str | None = None  # dmc: <domain>_<task>, e.g. cartpole_swingup
-    action_repeat: int = 2
-    resolution: int = 84
+    action_repeat: int = 2  # DrQ-v2; the PlaNet-100k protocol uses 8 for cartpole
+    resolution: int = 84  # square frames (84 or 64)
     frame_stack: int = 3
     grayscale: bool = False
-    camera: int = 0
-    max_episode_frames: int = 1_000
+    camera: int = 0  # dmc camera id (DrQ-v2 uses 2 for quadruped)
+    max_episode_frames: int = 1_000  # env frames (before action repeat)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,6 +193,7 @@ class ReinforceConfig(AlgoConfig):
     max_grad_norm: float = 0.0
     lr_decay: str = "none"
     update_chunk: int = 4096  # samples per forward/backward chunk when accumulating gradients
+    wait_for_batch: bool = True  # exact: all episodes of a batch by one policy; false: pipelined
 
 
 @dataclass
@@ -205,12 +206,13 @@ class DDPGConfig(AlgoConfig):
     max_grad_norm: float = 0.0
     lr_decay: str = "none"
     batch_size: int = 256
-    buffer_size: int = 100_000  # transitions
+    buffer_size: int = 100_000  # frames kept (one per transition, plus one per episode)
     warmup_frames: int = 4_000  # uniform random actions before learning starts
     update_every: int = 2  # env steps between updates
     updates_per_step: int = 1
     n_step: int = 3
-    tau: float = 0.01
+    tau: float = 0.01  # soft target update: target <- tau * online + (1 - tau) * target
+    encoder: str = "drq"  # conv layers of the shared encoder: drq | nature | a3c (models.CONV_TRUNKS)
     feature_dim: int = 50
     hidden_dim: int = 1024
     augment: bool = True  # random shift (pad 4), DrQ
@@ -219,10 +221,11 @@ class DDPGConfig(AlgoConfig):
     noise_std_start: float = 1.0
     noise_std_end: float = 0.1
     noise_decay_frames: int = 500_000
-    noise_clip: float = 0.3
+    target_smoothing: bool = True  # clipped noise on the target action (DrQ-v2, TD3)
+    noise_clip: float = 0.3  # clip of the target-smoothing noise
     ou_theta: float = 0.15
     ou_sigma: float = 0.2
-    double_q: bool = False  # clipped double-Q (TD3-style); off stays DDPG
+    double_q: bool = False  # two Q heads, min of the targets (clipped double-Q); off stays DDPG
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,6 +323,7 @@ ALGO_CHOICES = {
     "ddpg": {
         "algo.noise": ("gaussian", "ou"),
         "algo.optimizer": ("adam",),
+        "algo.encoder": ("drq", "nature", "a3c"),
     },
 }
 
@@ -359,6 +363,11 @@ _LOWER_BOUNDS = {
     "algo.noise_std_start": (0, True),
     "algo.noise_std_end": (0, True),
     "algo.noise_decay_frames": (0, False),
+    "algo.noise_clip": (0, True),
+    "algo.ou_theta": (0, True),
+    "algo.ou_sigma": (0, True),
+    "algo.tau": (0, False),
+    "env.camera": (0, True),
     "env.frame_skip": (0, False),
     "env.noop_max": (0, True),
     "env.resolution": (7, False),

@@ -93,7 +93,16 @@ class MLPTrunk(nn.Module):
         self.out_dim = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs.float() * self.scale)
+        x = obs.float().flatten(1) * self.scale
+        first = self.net[1]
+        if x.shape[1] >= 1024:  # pg-pong's difference frames are ~99% zeros: skip the zero columns
+            cols = x.any(0).nonzero().squeeze(1)
+            if len(cols) * 8 < x.shape[1]:
+                h = x.index_select(1, cols) @ first.weight.index_select(1, cols).t()
+                if first.bias is not None:
+                    h = h + first.bias
+                return self.net[3:](torch.relu(h))
+        return self.net[1:](x)
 
 
 class PolicyHead(nn.Module):
@@ -182,8 +191,87 @@ class ActorCritic(nn.Module):
         logits, _ = self(obs)
         if greedy:
             return logits.argmax(-1)
-        return torch.distributions.Categorical(logits=logits).sample()
+        return sample_actions(logits)
+
+
+def sample_actions(logits: torch.Tensor) -> torch.Tensor:
+    """One categorical sample per row (4x cheaper than building a torch.distributions object,
+    which matters at one call per env step)."""
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
 
 
 def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Continuous control (DDPG): heads on top of a ConvEncoder, DrQ-v2's layout
+# --------------------------------------------------------------------------------------------
+
+
+def _feature_layer(in_dim: int, feature_dim: int) -> nn.Module:
+    """Encoder output -> a small normalized feature vector (DrQ-v2: Linear, LayerNorm, tanh)."""
+    return nn.Sequential(nn.Linear(in_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, out_dim),
+    )
+
+
+class ActorHead(nn.Module):
+    """Encoder features -> deterministic action in [-1, 1]^A (tanh-bounded)."""
+
+    def __init__(self, in_dim: int, action_dim: int, feature_dim: int = 50, hidden: int = 1024):
+        super().__init__()
+        self.features = _feature_layer(in_dim, feature_dim)
+        self.mu = _mlp(feature_dim, hidden, action_dim)
+        init_orthogonal(self, gain=1.0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.mu(self.features(features)))
+
+
+class QHead(nn.Module):
+    """Encoder features and an action in [-1, 1]^A -> Q(s, a), one column per Q network."""
+
+    def __init__(
+        self, in_dim: int, action_dim: int, feature_dim: int = 50, hidden: int = 1024, num_q=1
+    ):
+        super().__init__()
+        self.features = _feature_layer(in_dim, feature_dim)
+        self.qs = nn.ModuleList([_mlp(feature_dim + action_dim, hidden, 1) for _ in range(num_q)])
+        init_orthogonal(self, gain=1.0)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.features(features), action], dim=-1)
+        return torch.cat([q(x) for q in self.qs], dim=-1)
+
+
+class ContinuousActor(nn.Module):
+    """The playing policy of DDPG: pixels -> ConvEncoder -> ActorHead -> action in env units.
+
+    `forward` gives the tanh output in [-1, 1]; `act` maps it affinely onto [low, high]."""
+
+    def __init__(self, encoder: ConvEncoder, head: ActorHead, low, high):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.register_buffer("low", torch.as_tensor(np.asarray(low, np.float32)))
+        self.register_buffer("high", torch.as_tensor(np.asarray(high, np.float32)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(obs))
+
+    def to_env(self, action: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> [low, high]."""
+        return self.low + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, greedy: bool = True) -> torch.Tensor:
+        return self.to_env(self(obs))

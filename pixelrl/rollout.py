@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from pixelrl.losses import policy_gradient_loss
+from pixelrl.models import sample_actions
 from pixelrl.returns import actor_critic_targets
 
 
@@ -24,7 +25,7 @@ def collect(
     for t in range(n_steps):
         logits, value = net(obs)
         with torch.no_grad():
-            action = torch.distributions.Categorical(logits=logits).sample()
+            action = sample_actions(logits)
         next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
         on_episodes(info, t + 1)
         if truncated.any():

@@ -82,3 +82,21 @@ def test_conv_trunk_on_tiny_images_is_a_clear_error():
     tiny = gym.spaces.Box(0, 255, (1, 20, 10), np.uint8)
     with pytest.raises(ValueError, match="too deep"):
         make_trunk(model_cfg(trunk="nature"), tiny)
+
+
+def test_mlp_sparse_input_path_is_exact():
+    """Difference frames are mostly zeros; the trunk skips zero columns, same values and grads."""
+    space = gym.spaces.Box(-1.0, 1.0, (6400,), np.float32)
+    net = ActorCritic(model_cfg(trunk="mlp", hidden=200, bias=True), space, 2)
+    x = torch.zeros(7, 6400)
+    x[torch.randint(0, 7, (300,)), torch.randint(0, 6400, (300,))] = torch.randint(
+        -1, 2, (300,)
+    ).float()
+    dense = net.trunk.net[1:](x)
+    sparse = net.trunk(x)
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)
+    sparse.sum().backward()
+    g_sparse = net.trunk.net[1].weight.grad.clone()
+    net.zero_grad()
+    dense.sum().backward()
+    torch.testing.assert_close(g_sparse, net.trunk.net[1].weight.grad, rtol=1e-5, atol=1e-6)

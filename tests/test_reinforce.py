@@ -210,3 +210,34 @@ def test_bad_reinforce_input(cli, args, expected):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["episode", "none"])
+def test_streamed_per_episode_gradients_equal_the_batch_gradient(mode):
+    """pg-pong's grad_buffer: summing each finished episode's gradient == one batch gradient."""
+    import torch
+
+    from pixelrl.algos.reinforce import GradientStream, accumulate_gradients, make_policy
+
+    cfg = compose_config(["experiment=karpathy_pong", f"algo.normalize_returns={mode}"])
+    space = gym.spaces.Box(-1.0, 1.0, (6400,), np.float32)
+    torch.manual_seed(0)
+    net = make_policy(cfg, space, gym.spaces.Discrete(2))
+    rng = np.random.default_rng(0)
+    episodes = []
+    for length in (30, 55, 41):
+        rewards = np.zeros(length)
+        rewards[rng.choice(length, 4, replace=False)] = rng.choice([-1.0, 1.0], 4)
+        obs = rng.integers(-1, 2, size=(length, 6400)).astype(np.float16)
+        episodes.append({"obs": obs, "actions": rng.integers(0, 2, length), "rewards": rewards})
+    accumulate_gradients(net, episodes, cfg.algo, None, torch.device("cpu"))
+    batch = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    stream = GradientStream(net, cfg.algo, torch.device("cpu"))
+    for ep in episodes:
+        stream.jobs.put(ep)
+    totals = stream.drain()
+    stream.close()
+    assert totals["batch_steps"] == 30 + 55 + 41
+    for g_batch, p in zip(batch, net.parameters()):
+        torch.testing.assert_close(p.grad, g_batch, rtol=1e-4, atol=1e-6)

@@ -176,6 +176,55 @@ class KarpathyDiff(gym.Wrapper):
         return diff, reward, terminated, truncated, info
 
 
+class KarpathyAle(gym.Wrapper):
+    """KarpathyDiff's exact output, fast: talks to ALE directly (the same random frame skip drawn
+    from the env's RNG as AtariEnv.step) and reads the screen as palette indices through a lookup
+    table (palette index -> 1 unless its red value is background), skipping the RGB frame."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        base = env.unwrapped
+        self.ale = base.ale
+        self._actions = base._action_set
+        self._skip = base._frameskip
+        self._screen = np.zeros(self.ale.getScreenDims(), np.uint8)
+        self._lut = np.full(256, -1, np.int16)  # palette index -> 0/1, filled on first sight
+        self._prev = np.zeros(6400, np.float32)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (6400,), np.float32)
+
+    def _preprocess(self) -> np.ndarray:
+        self.ale.getScreen(self._screen)
+        crop = self._screen[35:195:2, ::2]
+        values = self._lut[crop]
+        if (values < 0).any():  # a colour not seen yet: learn its red value from the RGB screen
+            red = self.ale.getScreenRGB()[35:195:2, ::2, 0]
+            unknown = values < 0
+            self._lut[crop[unknown]] = ((red[unknown] != 144) & (red[unknown] != 109)).astype(
+                np.int16
+            )
+            values = self._lut[crop]
+        return values.astype(np.float32).ravel()
+
+    def reset(self, **kwargs):
+        _, info = self.env.reset(**kwargs)
+        self._prev = self._preprocess()
+        return np.zeros(6400, np.float32), {"lives": self.ale.lives()}
+
+    def step(self, action):
+        skip = self._skip
+        if isinstance(skip, tuple):
+            skip = self.env.unwrapped.np_random.integers(*skip)
+        ale_action, reward = self._actions[action], 0.0
+        for _ in range(skip):
+            reward += self.ale.act(ale_action, 1.0)
+        terminated = self.ale.game_over(with_truncation=False)
+        truncated = self.ale.game_truncated()
+        cur = self._preprocess()
+        diff = cur - self._prev
+        self._prev = cur
+        return diff, reward, terminated, truncated, {"lives": self.ale.lives()}
+
+
 def make_single(env_cfg: DictConfig, render: bool = False) -> gym.Env:
     """One Atari env with the configured recipe (no vector-level signals)."""
     if env_cfg.preprocess == "karpathy":
@@ -185,8 +234,7 @@ def make_single(env_cfg: DictConfig, render: bool = False) -> gym.Env:
         else:
             frameskip = int(env_cfg.frame_skip)
         env = _ale_env(env_cfg, "rgb", frameskip, render)
-        env = _LivesInfo(env)
-        env = KarpathyDiff(env)
+        env = KarpathyAle(env)  # == _LivesInfo + KarpathyDiff, without the RGB frames
     else:
         env = _ale_env(env_cfg, "grayscale", 1, render)
         env = NoopReset(env, int(env_cfg.noop_max))

@@ -5,8 +5,10 @@ mostly context switches and pipe traffic. Here P processes (default: one per cor
 block of envs serially and write observations straight into one shared array, so a vector step
 costs one small message per process.
 
-It also supports stepping a subset of envs (`step(actions, active=mask)`): REINFORCE uses it to
-let finished envs wait, so that every episode of a batch is played by the same policy.
+It also supports stepping a subset of envs (`step(actions, active=mask)`), and stepping each
+worker's block on its own (`step_block_async` / `wait_any_block`), so that the agent computes
+actions for one block while the other blocks' envs are stepping: REINFORCE uses both, to let
+finished envs wait and to keep the env processes busy.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import multiprocessing as mp
 import os
 import traceback
 from multiprocessing import shared_memory
+from multiprocessing.connection import wait as wait_connections
 
 import gymnasium as gym
 import numpy as np
@@ -97,6 +100,7 @@ class ProcVectorEnv(gym.vector.VectorEnv):
         num_procs = max(1, min(num_procs or os.cpu_count() or 1, self.num_envs))
         ctx = mp.get_context("spawn" if spawn else "fork")
         blocks = np.array_split(np.arange(self.num_envs), num_procs)
+        self.blocks = [np.asarray(b) for b in blocks]
         probe_parent, probe_child = ctx.Pipe()
         self._conns, self._procs = [], []
         self._buf = None
@@ -188,6 +192,38 @@ class ProcVectorEnv(gym.vector.VectorEnv):
             b["terminated"].array.copy(),
             b["truncated"].array.copy(),
             info,
+        )
+
+    # -------------------------------------------------------------- block-wise asynchronous API
+    def step_block_async(
+        self, block: int, actions: np.ndarray, active: np.ndarray | None = None
+    ) -> None:
+        """Send actions to the envs of one worker (`self.blocks[block]`) without waiting."""
+        idx = self.blocks[block]
+        b = self._buf
+        b["actions"].array[idx] = actions
+        b["active"].array[idx] = True if active is None else active
+        self._conns[block].send(("step", None))
+
+    def wait_any_block(self, pending: set[int]) -> tuple[int, tuple]:
+        """Wait until one of the `pending` blocks has stepped; returns (block, (obs, reward,
+        terminated, truncated, final_obs)) for that block's envs (same-step autoreset)."""
+        ready = wait_connections([self._conns[i] for i in pending])
+        block = self._conns.index(ready[0])
+        self._expect(self._conns[block], "ok")
+        idx = self.blocks[block]
+        b = self._buf
+        done = b["terminated"].array[idx] | b["truncated"].array[idx]
+        obs = b["obs"].array[idx]
+        final = obs.copy()
+        if done.any():
+            final[done] = b["final_obs"].array[idx][done]
+        return block, (
+            obs,
+            b["reward"].array[idx].copy(),
+            b["terminated"].array[idx].copy(),
+            b["truncated"].array[idx].copy(),
+            final,
         )
 
     def call(self, name: str, *args):
