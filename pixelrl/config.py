@@ -167,11 +167,11 @@ class A3CConfig(ActorCriticConfig):
     name: str = "a3c"
     num_workers: int = 2  # actor-learner processes; 0 runs the same code serially in-process
     num_envs: int = 8  # envs per worker (batched acting inside each worker)
-    n_steps: int = 20
+    n_steps: int = 5  # t_max of the A3C paper
     optimizer: str = "shared_rmsprop"  # shared_rmsprop | shared_adam
     lr: float = 7e-4
     eps: float = 1e-5
-    max_grad_norm: float = 40.0
+    max_grad_norm: float = 0.5
     lock_optimizer: bool = True  # serialize step() so interleaved steps never mix statistics
     gae_lambda: float = 1.0
 
@@ -243,7 +243,7 @@ class Config:
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     torch_threads: int = 0  # 0: all cores for single-process algos, 1 per A3C worker
-    total_frames: int = 10_000_000  # emulator frames, frame skip included (Atari convention)
+    total_frames: int = 20_000_000  # emulator frames, frame skip included (Atari convention)
     resume: str | None = None  # checkpoint file or run dir: continue training
     load: str | None = None  # checkpoint file or run dir: for mode=eval|watch
     eval: EvalConfig = field(default_factory=EvalConfig)
