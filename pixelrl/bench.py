@@ -54,6 +54,21 @@ BENCHES = {
         16,
         gpu=False,
     ),
+    "a3c_pong_sync": Bench(
+        "a3c_pong_sync",
+        "A3C, our opencv recipe in-process (env.backend=sync)",
+        ["algo=a3c", "env=Pong", "env.backend=sync"],
+        ["env=Pong", "env.backend=procs"],
+        16,
+        gpu=False,
+    ),
+    "a2c_pong_procs": Bench(
+        "a2c_pong_procs",
+        "A2C, our opencv recipe (env.backend=procs)",
+        ["algo=actor_critic", "env=Pong", "env.backend=procs"],
+        ["env=Pong", "env.backend=procs"],
+        16,
+    ),
     "a2c_pong": Bench(
         "a2c_pong",
         "A2C (actor_critic), 16 envs, Nature CNN",
@@ -84,7 +99,15 @@ BENCHES = {
         16,
     ),
 }
-DEFAULT = ["a3c_pong", "a3c_pong_nature", "a2c_pong", "karpathy_pong", "ddpg_pendulum"]
+DEFAULT = [
+    "a3c_pong",
+    "a3c_pong_nature",
+    "a3c_pong_sync",
+    "a2c_pong",
+    "a2c_pong_procs",
+    "karpathy_pong",
+    "ddpg_pendulum",
+]
 
 
 def machine_info(device: str) -> dict:
@@ -131,10 +154,24 @@ def raw_env_speed(overrides: list[str], num_envs: int, seconds: float) -> dict:
 
     for _ in range(20):  # warm-up
         env.step(random_actions())
+    from pixelrl.envs.vector import ProcVectorEnv
+
+    base = getattr(env, "env", env)
     steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        env.step(random_actions())
-        steps += num_envs
+    if isinstance(base, ProcVectorEnv):  # its fastest mode: each worker's block on its own
+        pending = set(range(len(base.blocks)))
+        for b in pending:
+            base.step_block_async(b, random_actions()[: len(base.blocks[b])])
+        while time.perf_counter() - start < seconds:
+            b, _ = base.wait_any_block(pending)
+            steps += len(base.blocks[b])
+            base.step_block_async(b, random_actions()[: len(base.blocks[b])])
+        for b in pending:
+            base.wait_any_block({b})
+    else:
+        while time.perf_counter() - start < seconds:
+            env.step(random_actions())
+            steps += num_envs
     elapsed = time.perf_counter() - start
     env.close()
     return {

@@ -36,10 +36,10 @@ class SharedRMSprop:
             if g is None:
                 continue
             sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
-            delta = g / sq.sqrt().add_(self.eps) * lr
-            p.sub_(delta)
+            denom = sq.sqrt().add_(self.eps)
             if track:
-                largest = max(largest, float(delta.abs().max()))
+                largest = max(largest, float((g / denom).abs().max()) * lr)
+            p.addcdiv_(g, denom, value=-lr)
         self.steps += 1
         return largest
 
@@ -76,10 +76,10 @@ class SharedAdam:
                 continue
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            delta = (m / c1) / (v.sqrt() / c2).add_(self.eps) * lr
-            p.sub_(delta)
+            denom = v.sqrt().div_(c2).add_(self.eps)
             if track:
-                largest = max(largest, float(delta.abs().max()))
+                largest = max(largest, float((m / denom).abs().max()) * lr / c1)
+            p.addcdiv_(m, denom, value=-lr / c1)
         return largest
 
     def state_dict(self) -> dict:

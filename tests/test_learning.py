@@ -7,59 +7,41 @@ from .conftest import FAST, last_json_line, metrics
 RANDOM_CATCH = -0.6
 
 
-def _final_eval(run_dir):
-    evals = [r for r in metrics(run_dir) if "eval/return_mean" in r]
+def final_eval(cli, tmp_path, *args) -> float:
+    """Train with the CLI, return the final greedy evaluation (50 episodes)."""
+    cli(
+        *args,
+        "env=Catch",
+        "eval.every_frames=0",
+        "eval.episodes=50",
+        *FAST,
+        "hydra.run.dir=run",
+        check=True,
+    )
+    evals = [r for r in metrics(tmp_path / "run") if "eval/return_mean" in r]
     assert evals, "no evaluation was logged"
     return evals[-1]["eval/return_mean"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-def test_actor_critic_learns_catch(cli, tmp_path, seed):
-    cli(
-        "algo=actor_critic",
-        "env=Catch",
-        f"seed={seed}",
-        "eval.every_frames=0",
-        "eval.episodes=50",
-        *FAST,
-        "hydra.run.dir=run",
-        check=True,
-    )
-    assert _final_eval(tmp_path / "run") > 0.5
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("workers", [2, 0])
-def test_a3c_learns_catch(cli, tmp_path, workers):
-    cli(
-        "algo=a3c",
-        "env=Catch",
-        f"algo.num_workers={workers}",
-        "eval.every_frames=0",
-        "eval.episodes=50",
-        *FAST,
-        "hydra.run.dir=run",
-        check=True,
-    )
-    assert _final_eval(tmp_path / "run") > 0.3
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("psi", ["td", "q", "gae"])
-def test_actor_critic_psi_choices_learn_catch(cli, tmp_path, psi):
-    cli(
-        "algo=actor_critic",
-        "env=Catch",
-        f"algo.psi={psi}",
-        "eval.every_frames=0",
-        "eval.episodes=50",
-        *FAST,
-        "hydra.run.dir=run",
-        check=True,
-    )
-    # every choice of Psi must at least beat a random paddle clearly
-    assert _final_eval(tmp_path / "run") > RANDOM_CATCH + 0.6
+@pytest.mark.parametrize(
+    "args,threshold",
+    [
+        (["algo=actor_critic", "seed=1"], 0.5),
+        (["algo=actor_critic", "seed=2"], 0.5),
+        (["algo=a3c", "algo.num_workers=2"], 0.3),
+        (["algo=a3c", "algo.num_workers=0"], 0.3),
+        # every choice of Psi must at least beat a random paddle clearly
+        (["algo=actor_critic", "algo.psi=td"], RANDOM_CATCH + 0.6),
+        (["algo=actor_critic", "algo.psi=q"], RANDOM_CATCH + 0.6),
+        (["algo=actor_critic", "algo.psi=gae"], RANDOM_CATCH + 0.6),
+        (["algo=reinforce", "seed=1", "total_frames=40000"], 0.3),
+        (["algo=reinforce", "seed=2", "total_frames=40000"], 0.3),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_learns_catch(cli, tmp_path, args, threshold):
+    assert final_eval(cli, tmp_path, *args) > threshold
 
 
 def test_eval_of_an_untrained_agent_is_near_random(cli, tmp_path):

@@ -158,16 +158,22 @@ def _final_obs_array(obs: np.ndarray, info: dict[str, Any], done: np.ndarray) ->
     return out
 
 
+def _action_map(actions: list[int], n: int) -> np.ndarray:
+    from pixelrl.config import ConfigError
+
+    if not actions or any(not 0 <= a < n for a in actions):
+        raise ConfigError(
+            f"env.action_set={list(actions)} must list actions of the env, 0..{n - 1}"
+        )
+    return np.asarray(actions, np.int64)
+
+
 class ActionSubset(gym.ActionWrapper):
     """Let the agent choose among a subset of the env's actions (pg-pong: UP=2, DOWN=3)."""
 
     def __init__(self, env: gym.Env, actions: list[int]):
         super().__init__(env)
-        n = env.action_space.n
-        bad = [a for a in actions if not 0 <= a < n]
-        if bad:
-            raise ValueError(f"env.action_set={list(actions)} has actions outside 0..{n - 1}")
-        self._map = np.asarray(actions, np.int64)
+        self._map = _action_map(actions, env.action_space.n)
         self.action_space = gym.spaces.Discrete(len(actions))
 
     def action(self, action):
@@ -179,11 +185,7 @@ class VectorActionSubset(VectorWrapper):
 
     def __init__(self, env: gym.vector.VectorEnv, actions: list[int]):
         super().__init__(env)
-        n = env.single_action_space.n
-        bad = [a for a in actions if not 0 <= a < n]
-        if bad:
-            raise ValueError(f"env.action_set={list(actions)} has actions outside 0..{n - 1}")
-        self._map = np.asarray(actions, np.int64)
+        self._map = _action_map(actions, env.single_action_space.n)
         self.single_action_space = gym.spaces.Discrete(len(actions))
         self.action_space = gym.spaces.MultiDiscrete([len(actions)] * env.num_envs)
 
