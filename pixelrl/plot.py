@@ -1,6 +1,6 @@
 """Learning curves and speed plots from metrics.jsonl.
 
-    python -m pixelrl.plot <run or multirun dirs>... [x=frames|minutes] [out=FILE.png] [smooth=N]
+    python -m pixelrl.plot <run or multirun dirs>... [x=frames|minutes] [out=FILE.png] [smooth=N|auto]
 
 Every directory below the given paths that holds a metrics.jsonl is a run. Runs whose configs
 differ only in `seed` form one group, drawn as the mean of their smoothed episode returns with a
@@ -156,8 +156,14 @@ def group_curve(group: Group, x: str, window: int, points: int = 200):
     return grid, ys.mean(0), ys.std(0)
 
 
-def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int = 20):
-    """The figure (learning curves | frames/s) and the groups it shows."""
+def auto_window(runs: list[RunData]) -> int:
+    """Smooth over ~2% of the shortest run's episodes (at least 10)."""
+    counts = [len(r.episodes) for r in runs if len(r.episodes)]
+    return max(10, min(counts) // 50) if counts else 10
+
+
+def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int | None = None):
+    """The figure (learning curves | frames/s) and the groups it shows. smooth_window=None: auto."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,6 +175,7 @@ def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int =
     if not runs:
         raise FileNotFoundError("no runs found (no metrics.jsonl under the given paths)")
     groups = group_runs(runs)
+    smooth_window = smooth_window or auto_window(runs)
     fig, (ax, ax_fps) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2, 1]})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     col = 0 if x == "frames" else 1
@@ -212,6 +219,7 @@ def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int =
     ax_fps.set_ylabel("training frames/s")
     ax_fps.set_title("speed")
     ax_fps.grid(alpha=0.3)
+    ax_fps.ticklabel_format(axis="x", useOffset=False)
     fig.tight_layout()
     return fig, groups
 
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0 if argv else 2
-    opts = {"x": "frames", "out": "curves.png", "smooth": "20"}
+    opts = {"x": "frames", "out": "curves.png", "smooth": "auto"}
     paths = []
     for a in argv:
         key, sep, value = a.partition("=")
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             paths.append(a)
     try:
-        window = int(opts["smooth"])
+        window = None if opts["smooth"] == "auto" else int(opts["smooth"])
         fig, groups = make_figure(paths, opts["x"], window)
     except (FileNotFoundError, ValueError) as e:
         print(f"pixelrl.plot: error: {e}", file=sys.stderr)
