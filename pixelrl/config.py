@@ -212,7 +212,7 @@ class DDPGConfig(AlgoConfig):
     updates_per_step: int = 1
     n_step: int = 3
     tau: float = 0.01  # soft target update: target <- tau * online + (1 - tau) * target
-    encoder: str = "drq"  # conv layers of the shared encoder: drq | nature | a3c (models.CONV_TRUNKS)
+    encoder: str = "drq"  # conv layers of the shared encoder: drq | nature | a3c
     feature_dim: int = 50
     hidden_dim: int = 1024
     augment: bool = True  # random shift (pad 4), DrQ

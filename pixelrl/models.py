@@ -253,6 +253,11 @@ class QHead(nn.Module):
         return torch.cat([q(x) for q in self.qs], dim=-1)
 
 
+def to_action_space(action, low, high):
+    """[-1, 1] -> [low, high], affinely (numpy arrays or tensors)."""
+    return low + (action + 1.0) * 0.5 * (high - low)
+
+
 class ContinuousActor(nn.Module):
     """The playing policy of DDPG: pixels -> ConvEncoder -> ActorHead -> action in env units.
 
@@ -270,7 +275,7 @@ class ContinuousActor(nn.Module):
 
     def to_env(self, action: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> [low, high]."""
-        return self.low + (action.clamp(-1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)
+        return to_action_space(action.clamp(-1.0, 1.0), self.low, self.high)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, greedy: bool = True) -> torch.Tensor:

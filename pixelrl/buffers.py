@@ -1,0 +1,267 @@
+"""Replay buffer for off-policy learning from pixels: every frame is stored once, as uint8.
+
+An env hands out stacks of the last k frames, so storing (obs, next_obs) pairs would keep each
+frame 2k times. Here each env's stream of frames goes into its own ring of slots, one frame per
+slot, and stacks are rebuilt at sample time (DrQ-v2 and the DQN replay memory do the same):
+
+    slot:      s0      s1      s2      s3(last)  s4      s5 ...
+    frame:     o0      o1      o2      o3        o'0     o'1      (the newest frame of each obs)
+    action:    a0      a1      a2      -         a'0     ...
+    reward:    r0      r1      r2      -         r'0
+    pos:       0       1       2       3         0       1        (index within the episode)
+
+The stack of slot t is frames t-k+1 .. t, where frames before the episode's first slot repeat
+that first frame (as FrameStack pads at reset): source = t - min(d, pos[t]). An episode that ends
+stores its final observation in one extra slot without an action, so `capacity` counts frames
+(transitions plus one per episode). A sampled slot t gives the n-step transition
+    (stack(t), a_t, sum_{j<m} g^j r_{t+j}, g^m (1 - terminal), stack(t+m)),
+with m = n, or fewer steps when the episode ends first; windows not yet complete, or reaching
+frames already overwritten by the ring, are never sampled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import psutil
+import torch
+
+from pixelrl.config import ConfigError
+
+RAM_FRACTION = 0.9  # refuse a buffer that needs more than this share of the available RAM
+MAX_SAMPLE_TRIES = 1000
+_SAVED = ("frames", "actions", "rewards", "pos", "has_action", "ends", "terminated")
+
+
+def n_step_targets(
+    rewards: np.ndarray, ends: np.ndarray, terminated: np.ndarray, gamma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n-step return, bootstrap discount and step count for (B, n) windows starting at step t.
+
+    `ends[:, j]` says the episode ended after step t+j (terminal or time limit), `terminated[:, j]`
+    that it ended in a terminal state. Steps after the first end do not count. Returns
+    (sum_{j<m} g^j r_j, g^m * (1 - terminal at step m-1), m)."""
+    n = rewards.shape[1]
+    ended_before = np.zeros_like(ends, dtype=bool)
+    ended_before[:, 1:] = np.cumsum(ends[:, :-1], axis=1) > 0
+    alive = ~ended_before
+    powers = gamma ** np.arange(n, dtype=np.float64)
+    returns = (rewards * alive * powers).sum(axis=1)
+    steps = alive.sum(axis=1)
+    last = steps - 1
+    rows = np.arange(rewards.shape[0])
+    discount = gamma ** steps.astype(np.float64) * (1.0 - terminated[rows, last])
+    return returns.astype(np.float32), discount.astype(np.float32), steps
+
+
+def memory_bytes(capacity: int, frame_shape: tuple[int, ...], action_dim: int) -> dict[str, int]:
+    """The buffer's memory: frames (uint8) and the per-slot rest (action, reward, pos, flags)."""
+    frames = int(capacity) * int(np.prod(frame_shape))
+    per_slot = 4 * action_dim + 4 + 4 + 3  # float32 action and reward, int32 pos, 3 bool flags
+    return {"frames": frames, "other": int(capacity) * per_slot}
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+class ReplayBuffer:
+    """Frame-once replay for `num_envs` parallel streams (each gets capacity // num_envs slots).
+
+    add(obs, action, reward, next_obs, terminated, truncated) takes one vector step (arrays with a
+    leading env axis; next_obs holds the final observation of the envs that ended);
+    sample(batch, n_step, gamma) returns numpy arrays: obs, action, reward (n-step), discount,
+    next_obs."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        frame_stack: int,
+        action_dim: int,
+        num_envs: int = 1,
+        seed: int = 0,
+        available_bytes: int | None = None,
+    ):
+        if obs_shape[0] % frame_stack:
+            raise ValueError(f"obs channels {obs_shape[0]} are not a multiple of {frame_stack}")
+        self.k = frame_stack
+        self.channels = obs_shape[0] // frame_stack
+        self.frame_shape = (self.channels, *obs_shape[1:])
+        self.num_envs = num_envs
+        self.per_env = int(capacity) // num_envs
+        if self.per_env < 2:
+            raise ConfigError(
+                f"algo.buffer_size={capacity} is too small for {num_envs} envs; "
+                "it must be >= 2 frames per env"
+            )
+        size = self.per_env * num_envs
+        need = memory_bytes(size, self.frame_shape, action_dim)
+        self.estimate_bytes = need["frames"] + need["other"]
+        available = (
+            psutil.virtual_memory().available if available_bytes is None else available_bytes
+        )
+        if self.estimate_bytes > RAM_FRACTION * available:
+            fits = int(RAM_FRACTION * available / (self.estimate_bytes / size))
+            shape = "x".join(map(str, self.frame_shape))
+            raise ConfigError(
+                f"algo.buffer_size={capacity} needs {_gib(self.estimate_bytes)} of RAM for the "
+                f"replay buffer ({shape} uint8 frames) but only {_gib(available)} is available; "
+                f"use algo.buffer_size <= {fits:,} or a smaller env.resolution"
+            )
+        # np.zeros maps untouched pages lazily: the RSS grows as the buffer fills.
+        self.frames = np.zeros((size, *self.frame_shape), np.uint8)
+        self.actions = np.zeros((size, action_dim), np.float32)
+        self.rewards = np.zeros(size, np.float32)
+        self.pos = np.zeros(size, np.int32)
+        self.has_action = np.zeros(size, bool)
+        self.ends = np.zeros(size, bool)
+        self.terminated = np.zeros(size, bool)
+        self.count = np.zeros(num_envs, np.int64)  # slots ever written, per stream
+        self.cursor = np.full(
+            num_envs, -1, np.int64
+        )  # slot id of the current obs (-1: new episode)
+        self.transitions = 0
+        self.rng = np.random.default_rng(seed)
+
+    def describe(self) -> str:
+        shape = "x".join(map(str, self.frame_shape))
+        avail = psutil.virtual_memory().available
+        return (
+            f"replay buffer: {len(self.frames):,} frames of {shape} uint8, each stored once "
+            f"(stacks of {self.k} rebuilt when sampled): {_gib(self.estimate_bytes)} at full "
+            f"capacity; {_gib(avail)} RAM available"
+        )
+
+    def __len__(self) -> int:
+        return self.transitions
+
+    # ------------------------------------------------------------------ writing
+    def _index(self, env: int | np.ndarray, slot_id):
+        return env * self.per_env + slot_id % self.per_env
+
+    def _new_slot(self, env: int, frame: np.ndarray, pos: int) -> int:
+        slot_id = int(self.count[env])
+        i = self._index(env, slot_id)
+        if self.has_action[i]:
+            self.transitions -= 1
+        self.frames[i] = frame
+        self.pos[i] = pos
+        self.has_action[i] = self.ends[i] = self.terminated[i] = False
+        self.count[env] += 1
+        return slot_id
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        c = self.channels
+        for e in range(self.num_envs):
+            if self.cursor[e] < 0:
+                self.cursor[e] = self._new_slot(e, obs[e, -c:], 0)
+            cur = int(self.cursor[e])
+            i = self._index(e, cur)
+            done = bool(terminated[e] or truncated[e])
+            self.actions[i] = action[e]
+            self.rewards[i] = reward[e]
+            self.ends[i] = done
+            self.terminated[i] = bool(terminated[e])
+            self.has_action[i] = True
+            self.transitions += 1
+            nxt = self._new_slot(e, next_obs[e, -c:], int(self.pos[i]) + 1)
+            self.cursor[e] = -1 if done else nxt
+
+    def new_episodes(self) -> None:
+        """The envs were reset outside add() (a resumed run): the next add starts new episodes."""
+        self.cursor[:] = -1
+
+    # ------------------------------------------------------------------ sampling
+    def _valid(self, env: np.ndarray, slot_id: np.ndarray, n_step: int) -> np.ndarray:
+        count = self.count[env]
+        oldest = np.maximum(count - self.per_env, 0)
+        i = self._index(env, slot_id)
+        ok = self.has_action[i] & (slot_id - np.minimum(self.k - 1, self.pos[i]) >= oldest)
+        # An open window needs an action at every step. The newest slot of a stream never has
+        # one (the current obs, or an episode's final obs), so no window reaches unwritten slots.
+        open_ = ~self.ends[i]
+        for j in range(1, n_step):
+            ij = self._index(env, slot_id + j)
+            ok &= ~open_ | self.has_action[ij]
+            open_ &= ~self.ends[ij]
+        return ok
+
+    def _stack(self, env: np.ndarray, slot_id: np.ndarray) -> np.ndarray:
+        pos = self.pos[self._index(env, slot_id)]
+        parts = [
+            self.frames[self._index(env, slot_id - np.minimum(d, pos))]
+            for d in range(self.k - 1, -1, -1)
+        ]
+        return np.concatenate(parts, axis=1)
+
+    def sample(self, batch_size: int, n_step: int, gamma: float) -> dict[str, np.ndarray]:
+        env = np.empty(batch_size, np.int64)
+        slot_id = np.empty(batch_size, np.int64)
+        missing = np.arange(batch_size)
+        for _ in range(MAX_SAMPLE_TRIES):
+            e = self.rng.integers(self.num_envs, size=len(missing))
+            count = self.count[e]
+            low = np.maximum(count - self.per_env, 0)
+            s = low + (self.rng.random(len(missing)) * np.maximum(count - low, 1)).astype(np.int64)
+            ok = self._valid(e, s, n_step)
+            env[missing[ok]], slot_id[missing[ok]] = e[ok], s[ok]
+            missing = missing[~ok]
+            if not len(missing):
+                break
+        else:
+            raise RuntimeError(
+                f"replay buffer: no complete {n_step}-step transition to sample from yet "
+                f"({self.transitions} stored); collect more before updating"
+            )
+        steps = slot_id[:, None] + np.arange(n_step)
+        idx = self._index(env[:, None], steps)
+        returns, discount, m = n_step_targets(
+            self.rewards[idx], self.ends[idx], self.terminated[idx], gamma
+        )
+        return {
+            "obs": self._stack(env, slot_id),
+            "action": self.actions[self._index(env, slot_id)],
+            "reward": returns,
+            "discount": discount,
+            "next_obs": self._stack(env, slot_id + m),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Tensors sharing the buffer's memory (no copy), only the slots written so far."""
+        streams = []
+        for e in range(self.num_envs):
+            used = int(min(self.count[e], self.per_env))
+            lo = e * self.per_env
+            part = slice(lo, lo + used)
+            streams.append({name: torch.from_numpy(getattr(self, name)[part]) for name in _SAVED})
+        return {
+            "streams": streams,
+            "count": torch.from_numpy(self.count.copy()),
+            "frame_shape": list(self.frame_shape),
+            "per_env": self.per_env,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["frame_shape"]) != list(self.frame_shape) or len(state["streams"]) != len(
+            self.count
+        ):
+            raise ConfigError(
+                f"the checkpoint's replay buffer holds {state['frame_shape']} frames of "
+                f"{len(state['streams'])} envs; this run needs {list(self.frame_shape)} x "
+                f"{self.num_envs}"
+            )
+        if int(state["per_env"]) != self.per_env:
+            raise ConfigError(
+                f"the checkpoint's replay buffer has {state['per_env'] * self.num_envs:,} slots; "
+                f"resume with the same algo.buffer_size"
+            )
+        for e, stream in enumerate(state["streams"]):
+            lo = e * self.per_env
+            for name, tensor in stream.items():
+                getattr(self, name)[lo : lo + len(tensor)] = tensor.numpy()
+        self.count[:] = state["count"].numpy()
+        self.transitions = int(self.has_action.sum())
+        self.rng.bit_generator.state = state["rng"]
+        self.new_episodes()

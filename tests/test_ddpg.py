@@ -1,0 +1,353 @@
+"""DDPG: augmentation, action bounds, schedules and updates by hand; tiny CLI runs on the pixel
+control envs (metrics, checkpoint, video, eval/watch, resume with the replay buffer); bad input;
+learning Reach."""
+
+import importlib.util
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import pixelrl
+from pixelrl import checkpoint
+from pixelrl.algos.ddpg import DDPG, OUNoise, linear_decay, make_policy, random_shift, soft_update
+from pixelrl.config import ConfigError, DDPGConfig
+from pixelrl.video import read_video
+
+from .conftest import FAST, last_json_line, metrics
+
+HAS_DMC = importlib.util.find_spec("dm_control") is not None
+OBS = gym.spaces.Box(0, 255, (9, 32, 32), np.uint8)
+ACT = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+
+
+def cfg(**kw):
+    algo = OmegaConf.structured(DDPGConfig(feature_dim=8, hidden_dim=32, **kw))
+    return OmegaConf.create({"algo": algo})
+
+
+# ---------------------------------------------------------------- pieces by hand
+
+
+def test_random_shift_moves_each_image_by_at_most_pad():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (32, 6, 12, 12), dtype=torch.uint8)
+    y = random_shift(x, 2)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="replicate")
+    shifts = []
+    for i in range(len(x)):
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(padded[i, :, dy : dy + 12, dx : dx + 12], y[i].float())
+        ]
+        assert found, f"image {i} is not a shift of its original"
+        shifts.append(found[0])
+    assert len(set(shifts)) > 5  # drawn per image
+    assert torch.equal(random_shift(x, 0), x)
+
+
+def test_actor_actions_stay_in_the_action_space():
+    actor = make_policy(cfg(), OBS, ACT)
+    with torch.no_grad():
+        actor.head.mu[-1].weight.mul_(1000.0)  # saturate the tanh
+    obs = torch.randint(0, 256, (64, *OBS.shape), dtype=torch.uint8)
+    a = actor.act(obs)
+    assert a.shape == (64, 2)
+    assert (a >= torch.tensor([-2.0, 0.0])).all() and (a <= torch.tensor([2.0, 1.0])).all()
+    assert (a[:, 0].abs() > 1.9).any()  # saturated outputs reach the bounds
+    unit = torch.tensor([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0], [5.0, -5.0]])
+    np.testing.assert_allclose(
+        actor.to_env(unit).numpy(), [[-2, 0], [0, 0.5], [2, 1], [2, 0]], atol=1e-6
+    )
+
+
+def test_schedules_and_soft_update_by_hand():
+    assert linear_decay(1.0, 0.1, 0, 100) == 1.0
+    assert linear_decay(1.0, 0.1, 50, 100) == pytest.approx(0.55)
+    assert linear_decay(1.0, 0.1, 500, 100) == pytest.approx(0.1)
+    target, online = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    for p, v in ((target, 0.0), (online, 4.0)):
+        torch.nn.init.constant_(p.weight, v)
+        torch.nn.init.constant_(p.bias, v)
+    soft_update(target, online, 0.25)
+    assert target.weight.item() == 1.0 and target.bias.item() == 1.0
+    ou = OUNoise((1, 2), theta=0.5, sigma=0.0)
+    ou.state[:] = 8.0
+    assert ou().tolist() == [[4.0, 4.0]] and ou().tolist() == [[2.0, 2.0]]
+    ou.reset(np.array([True]))
+    assert ou.state.tolist() == [[0.0, 0.0]]
+
+
+def batch(n=16, action_dim=2):
+    g = np.random.default_rng(0)
+    return {
+        "obs": g.integers(0, 256, (n, *OBS.shape), dtype=np.uint8),
+        "next_obs": g.integers(0, 256, (n, *OBS.shape), dtype=np.uint8),
+        "action": g.uniform(-1, 1, (n, action_dim)).astype(np.float32),
+        "reward": g.normal(size=n).astype(np.float32),
+        "discount": np.full(n, 0.9, np.float32),
+    }
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before, module):
+    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters()))
+
+
+@pytest.mark.parametrize("which", ["critic", "actor"])
+def test_critic_trains_the_encoder_and_the_actor_reads_detached_features(which):
+    agent = DDPG(cfg(), OBS, ACT, torch.device("cpu"))
+    opt = agent.critic_opt if which == "actor" else agent.actor_opt
+    for group in opt.param_groups:
+        group["lr"] = 0.0  # only `which` learns
+    enc, head, critic = params(agent.encoder), params(agent.actor.head), params(agent.critic)
+    target = params(agent.critic_target)
+    metrics = agent.update(batch(), smoothing_std=0.2)
+    assert set(metrics) == {"critic_loss", "actor_loss", "q", "target_q"}
+    assert changed(enc, agent.encoder) == (which == "critic")
+    assert changed(critic, agent.critic) == (which == "critic")
+    assert changed(head, agent.actor.head) == (which == "actor")
+    assert changed(target, agent.critic_target) == (which == "critic")  # soft update follows
+
+
+def test_double_q_has_two_heads_and_uses_the_smaller_target():
+    agent = DDPG(cfg(double_q=True), OBS, ACT, torch.device("cpu"))
+    f = torch.zeros(3, agent.encoder.out_dim)
+    assert agent.critic(f, torch.zeros(3, 2)).shape == (3, 2)
+    with torch.no_grad():
+        agent.critic_target.qs[0][-1].bias.fill_(100.0)  # Q1' far above Q2'
+    b = batch()
+    b["discount"][:] = 1.0
+    b["reward"][:] = 0.0
+    m = agent.update(b, smoothing_std=0.0)
+    assert m["target_q"] < 50.0
+
+
+def test_critic_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    agent = DDPG(cfg(lr=1e-3, augment=False), OBS, ACT, torch.device("cpu"))
+    b = batch()
+    b["discount"][:] = 0.0  # plain regression onto the rewards
+    losses = [agent.update(b, 0.2)["critic_loss"] for _ in range(30)]
+    assert losses[-1] < 0.2 * losses[0]
+
+
+# ---------------------------------------------------------------- the CLI, end to end
+
+TINY = [
+    "algo=ddpg",
+    "algo.batch_size=8",
+    "algo.hidden_dim=32",
+    "algo.feature_dim=16",
+    "algo.buffer_size=2000",
+    "algo.update_every=4",
+    "torch_threads=1",
+    "eval.episodes=1",
+    "eval.num_envs=1",
+    "eval.final=false",
+    "logger.wandb.mode=disabled",
+    "logger.progress=false",
+    "logger.fps_every_s=0",
+    "video.max_steps=6",
+]
+
+
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory):
+    from .conftest import run_cli
+
+    root = tmp_path_factory.mktemp("pendulum")
+    run_cli(
+        *TINY,
+        "env=Pendulum",
+        "env.resolution=64",
+        "total_frames=240",
+        "algo.warmup_frames=100",
+        "eval.every_frames=200",
+        "checkpoint.include_replay=true",
+        "hydra.run.dir=run",
+        cwd=root,
+        check=True,
+    )
+    return root, root / "run"
+
+
+def test_pendulum_run_writes_metrics_checkpoint_and_video(pendulum_run):
+    _, run_dir = pendulum_run
+    rows = metrics(run_dir)
+    episodes = [r for r in rows if "train/episode_return" in r]
+    assert episodes and all(r["train/episode_length"] == 100 for r in episodes)
+    assert all(-1700 < r["train/episode_return"] <= 0 for r in episodes)
+    assert any("losses/critic_loss" in r and "losses/actor_loss" in r for r in rows)
+    assert any("eval/return_mean" in r for r in rows)
+    payload = checkpoint.load(run_dir)
+    assert payload["frames"] >= 240 and payload["config"]["algo"]["name"] == "ddpg"
+    assert set(payload["models"]) == {"policy", "critic", "actor_target", "critic_target"}
+    assert set(payload["optimizers"]) == {"actor", "critic"}
+    assert len(payload["replay"]["streams"][0]["frames"]) == 120 + 2  # + the episodes' ends
+    video = read_video(next((run_dir / "videos").glob("*.mp4")))
+    assert video.shape[0] == 7 and video.shape[-1] == 3
+
+
+def test_pendulum_eval_watch_and_load_agent(pendulum_run, cli):
+    _, run_dir = pendulum_run
+    proc = cli("mode=eval", f"load={run_dir}", "eval.episodes=1", *FAST, "hydra.run.dir=ev")
+    assert proc.returncode == 0, proc.stderr
+    result = last_json_line(proc.stdout)
+    assert result["episodes"] == 1 and -1700 < result["return_mean"] <= 0
+    # env.* keys apply on top of the checkpoint's config: a 40-frame episode (20 agent steps)
+    watch = ["mode=watch", f"load={run_dir}", "eval.episodes=1", "env.max_episode_frames=40"]
+    proc = cli(*watch, *FAST[:2], "hydra.run.dir=w")
+    assert proc.returncode == 0, proc.stderr
+    assert "XDG_RUNTIME_DIR" not in proc.stderr and "ALSA" not in proc.stderr  # headless pygame
+    paths = [line for line in proc.stdout.splitlines() if line.endswith(".mp4")]
+    assert len(paths) == 1 and len(read_video(paths[0])) == 20  # reset + 19 steps, then the end
+    agent = pixelrl.load_agent(run_dir)
+    obs = np.random.default_rng(0).integers(0, 256, (3, 9, 64, 64), dtype=np.uint8)
+    actions = agent.act(obs)
+    assert actions.shape == (3, 1) and (np.abs(actions) <= 2.0).all()
+
+
+def test_pendulum_resume_restores_the_replay_buffer(pendulum_run, cli):
+    _, run_dir = pendulum_run
+    before = checkpoint.load(run_dir)
+    proc = cli(
+        f"resume={run_dir}",
+        "total_frames=320",
+        "checkpoint.include_replay=true",  # run-level settings come from the command line
+        "eval.final=false",
+        "torch_threads=1",
+        *FAST,
+        check=True,
+    )
+    out = proc.stdout + proc.stderr
+    assert "resuming at 240" in out and "no replay buffer" not in out
+    after = checkpoint.load(run_dir)
+    assert after["frames"] >= 320 and after["updates"] > before["updates"]
+    frames = after["replay"]["streams"][0]["frames"]
+    assert len(frames) == 120 + 2 + 40 + 1  # continued, a new episode after the restart
+    assert torch.equal(frames[:122], before["replay"]["streams"][0]["frames"])
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        "CarRacing",
+        pytest.param("dmc", marks=pytest.mark.skipif(not HAS_DMC, reason="needs the dmc extra")),
+    ],
+)
+def test_tiny_run_on(env, cli, tmp_path):
+    extra = ["env.task=cartpole_swingup", "env.action_repeat=8"] if env == "dmc" else []
+    cli(
+        *TINY,
+        f"env={env}",
+        *extra,
+        "env.resolution=64",
+        "total_frames=320",
+        "algo.warmup_frames=160",
+        "eval.every_frames=320",
+        "env.max_episode_frames=160",
+        "hydra.run.dir=run",
+        check=True,
+    )
+    rows = metrics(tmp_path / "run")
+    assert any("train/episode_return" in r for r in rows)
+    assert any("losses/critic_loss" in r for r in rows)
+    assert any("eval/return_mean" in r for r in rows)
+    assert checkpoint.load(tmp_path / "run")["frames"] >= 320
+    frames = read_video(next((tmp_path / "run" / "videos").glob("*.mp4")))
+    assert len(frames) == 7 and frames.shape[-1] == 3
+
+
+# ---------------------------------------------------------------- bad input
+
+BAD_CONFIG = [  # caught by validate() before anything runs
+    (
+        ["algo=ddpg", "env=Pong"],
+        "algo=ddpg needs continuous actions but env=Pong is discrete; "
+        "use one of the continuous envs: Pendulum, CarRacing, dmc, Reach",
+    ),
+    (
+        ["algo=actor_critic", "env=Pendulum"],
+        "algo=actor_critic needs discrete actions but env=Pendulum is continuous; use algo=ddpg",
+    ),
+    (
+        ["algo=ddpg", "env=Reach", "algo.noise=pink"],
+        "algo.noise='pink' is not allowed; choose one of: gaussian, ou",
+    ),
+    (["algo=ddpg", "env=Reach", "algo.tau=0"], "algo.tau=0.0 is out of range; it must be > 0"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD_CONFIG, ids=[" ".join(a) for a, _ in BAD_CONFIG])
+def test_bad_ddpg_config_is_refused(args, expected):
+    with pytest.raises(ConfigError) as e:
+        pixelrl.compose_config(args)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+BAD_RUN = [  # found when the run starts: env and buffer checks, as one line from the CLI
+    (
+        ["algo=ddpg", "env=Reach", "algo.buffer_size=100000000000"],
+        "algo.buffer_size=100000000000 needs",
+    ),
+]
+if HAS_DMC:
+    BAD_RUN += [
+        (
+            ["algo=ddpg", "env=dmc", "env.task=walker_fly"],
+            "env.task='walker_fly' is not a dm_control task; choose one of: acrobot_swingup,",
+        ),
+        (["algo=ddpg", "env=dmc"], "env.task is required for env=dmc"),
+    ]
+
+
+@pytest.mark.parametrize("args,expected", BAD_RUN, ids=[" ".join(a) for a, _ in BAD_RUN])
+def test_bad_ddpg_run_is_one_clear_line(cli, args, expected):
+    proc = cli(*args, *FAST, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pixelrl: error: "), proc.stderr
+    assert expected in lines[0]
+
+
+def test_dmc_without_the_extra_is_one_clear_line(cli, tmp_path):
+    stub = tmp_path / "stub" / "dm_control"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ImportError(\"No module named 'dm_control'\")\n")
+    path = os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")])
+    proc = cli("algo=ddpg", "env=dmc", "env.task=cartpole_swingup", *FAST, env={"PYTHONPATH": path})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "pixelrl: error: env=dmc needs the dm_control extra: pip install 'pixelrl[dmc]'"
+    )
+
+
+# ---------------------------------------------------------------- learning
+
+RANDOM_REACH = -23.8  # uniformly random actions: mean of 300 episodes (an oracle gets about +46)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_ddpg_learns_reach(cli, tmp_path, seed):
+    cli(
+        "algo=ddpg",
+        "env=Reach",
+        f"seed={seed}",
+        "eval.every_frames=0",
+        *FAST,
+        "hydra.run.dir=run",
+        check=True,
+    )
+    evals = [r["eval/return_mean"] for r in metrics(tmp_path / "run") if "eval/return_mean" in r]
+    assert len(evals) == 1 and evals[0] > RANDOM_REACH + 15.0, evals
