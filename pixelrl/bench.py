@@ -84,11 +84,25 @@ BENCHES = {
         10,
         unit="steps",
     ),
+    # A short warm-up, so that the measured window is all learning (1 update per 2 env steps).
     "ddpg_pendulum": Bench(
         "ddpg_pendulum",
         "DDPG, pixel Pendulum, batch 256, 84x84",
+        ["algo=ddpg", "env=Pendulum", "algo.warmup_frames=1000"],
         ["algo=ddpg", "env=Pendulum"],
-        ["algo=ddpg", "env=Pendulum"],
+        1,
+    ),
+    "ddpg_cartpole": Bench(
+        "ddpg_cartpole",
+        "DDPG, dmc cartpole_swingup, action repeat 8, batch 256, 84x84 (needs the dmc extra)",
+        [
+            "algo=ddpg",
+            "env=dmc",
+            "env.task=cartpole_swingup",
+            "env.action_repeat=8",
+            "algo.warmup_frames=1000",
+        ],
+        ["algo=ddpg", "env=dmc", "env.task=cartpole_swingup", "env.action_repeat=8"],
         1,
     ),
     "catch": Bench(

@@ -1,11 +1,14 @@
 """Learning curves and speed plots from metrics.jsonl.
 
-    python -m pixelrl.plot <run or multirun dirs>... [x=frames|minutes] [out=FILE.png] [smooth=N|auto]
+    python -m pixelrl.plot <run or multirun dirs>... [x=frames|minutes|episodes]
+                           [y=return|running_reward] [out=FILE.png] [smooth=N|auto]
 
 Every directory below the given paths that holds a metrics.jsonl is a run. Runs whose configs
 differ only in `seed` form one group, drawn as the mean of their smoothed episode returns with a
 ± std band; evaluation returns are drawn as points. Labels name the algorithm and env plus the
 keys that differ between groups. A second panel shows training frames/s over wall-clock time.
+y=running_reward draws the running reward that REINFORCE logs (pg-pong's 0.99/0.01 average;
+unsmoothed) instead of the episode return.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ IGNORED_KEYS = (
 class RunData:
     path: Path
     config: dict
-    episodes: np.ndarray  # (n, 3): frames, minutes, return
-    evals: np.ndarray  # (m, 3): frames, minutes, eval return mean
+    episodes: np.ndarray  # (n, 5): frames, minutes, episode number, return, running reward (or nan)
+    evals: np.ndarray  # (m, 4): frames, minutes, episode number, eval return mean
     fps: np.ndarray  # (k, 2): minutes, frames/s
 
 
@@ -76,18 +79,32 @@ def _load_config(run_dir: Path) -> dict:
 def load_run(run_dir: Path) -> RunData:
     rows = read_metrics(run_dir / "metrics.jsonl")
     eps = [
-        (r["frames"], r["time_s"] / 60, r["train/episode_return"])
-        for r in rows
-        if "train/episode_return" in r
+        (
+            r["frames"],
+            r["time_s"] / 60,
+            r.get("train/episodes", i + 1),
+            r["train/episode_return"],
+            r.get("train/running_reward", np.nan),
+        )
+        for i, r in enumerate(r for r in rows if "train/episode_return" in r)
     ]
+    episodes = np.asarray(eps, np.float64).reshape(-1, 5)
     evs = [
         (r["frames"], r["time_s"] / 60, r["eval/return_mean"])
         for r in rows
         if r.get("eval/return_mean") is not None
     ]
-    fps = [(r["time_s"] / 60, r["train/fps"]) for r in rows if "train/fps" in r]
-    arr = lambda xs, k: np.asarray(xs, np.float64).reshape(-1, k)  # noqa: E731
-    return RunData(run_dir, _load_config(run_dir), arr(eps, 3), arr(evs, 3), arr(fps, 2))
+    evals = np.asarray(evs, np.float64).reshape(-1, 3)
+    # an evaluation's episode number: the training episodes finished by its frame count
+    numbers = np.zeros(len(evals))
+    if len(episodes):
+        count = np.searchsorted(episodes[:, 0], evals[:, 0], side="right")
+        numbers = np.where(count > 0, episodes[np.maximum(count - 1, 0), 2], 0.0)
+    evals = np.column_stack([evals[:, :2], numbers, evals[:, 2]]).reshape(-1, 4)
+    fps = np.asarray(
+        [(r["time_s"] / 60, r["train/fps"]) for r in rows if "train/fps" in r], np.float64
+    ).reshape(-1, 2)
+    return RunData(run_dir, _load_config(run_dir), episodes, evals, fps)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -136,13 +153,25 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def group_curve(group: Group, x: str, window: int, points: int = 200):
-    """Common x grid and the mean / std over seeds of the smoothed episode returns."""
-    col = 0 if x == "frames" else 1
+X_COLUMNS = {"frames": 0, "minutes": 1, "episodes": 2}
+X_LABELS = {
+    "frames": "emulator frames",
+    "minutes": "wall-clock minutes",
+    "episodes": "training episodes",
+}
+Y_COLUMNS = {"return": 3, "running_reward": 4}
+
+
+def group_curve(group: Group, x: str, window: int, points: int = 200, y: str = "return"):
+    """Common x grid and the mean / std over seeds of the smoothed episode returns (or of the
+    running reward, which is already an average and is not smoothed again)."""
+    col, ycol = X_COLUMNS[x], Y_COLUMNS[y]
+    if y == "running_reward":
+        window = 1
     curves = [
-        (r.episodes[:, col], smooth(r.episodes[:, 2], window))
+        (r.episodes[:, col], smooth(r.episodes[:, ycol], window))
         for r in group.runs
-        if len(r.episodes)
+        if len(r.episodes) and not np.isnan(r.episodes[:, ycol]).all()
     ]
     if not curves:
         return None
@@ -162,15 +191,22 @@ def auto_window(runs: list[RunData]) -> int:
     return max(10, min(counts) // 50) if counts else 10
 
 
-def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int | None = None):
+def make_figure(
+    paths: list[str | Path],
+    x: str = "frames",
+    smooth_window: int | None = None,
+    y: str = "return",
+):
     """The figure (learning curves | frames/s) and the groups it shows. smooth_window=None: auto."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if x not in ("frames", "minutes"):
-        raise ValueError(f"x={x!r} is not allowed; choose one of: frames, minutes")
+    if x not in X_COLUMNS:
+        raise ValueError(f"x={x!r} is not allowed; choose one of: {', '.join(X_COLUMNS)}")
+    if y not in Y_COLUMNS:
+        raise ValueError(f"y={y!r} is not allowed; choose one of: {', '.join(Y_COLUMNS)}")
     runs = [load_run(p) for p in find_runs(paths)]
     if not runs:
         raise FileNotFoundError("no runs found (no metrics.jsonl under the given paths)")
@@ -178,10 +214,10 @@ def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int |
     smooth_window = smooth_window or auto_window(runs)
     fig, (ax, ax_fps) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2, 1]})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    col = 0 if x == "frames" else 1
+    col = X_COLUMNS[x]
     for i, g in enumerate(groups):
         color = colors[i % len(colors)]
-        curve = group_curve(g, x, smooth_window)
+        curve = group_curve(g, x, smooth_window, y=y)
         if curve is not None:
             gx, mean, std = curve
             ax.plot(gx, mean, color=color, label=g.label)
@@ -192,7 +228,7 @@ def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int |
             ev = np.concatenate(evals)
             ax.scatter(
                 ev[:, col],
-                ev[:, 2],
+                ev[:, 3],
                 color=color,
                 s=14,
                 marker="o",
@@ -210,8 +246,11 @@ def make_figure(paths: list[str | Path], x: str = "frames", smooth_window: int |
                     linewidth=1,
                     label=g.label if j == 0 else None,
                 )
-    ax.set_xlabel("emulator frames" if x == "frames" else "wall-clock minutes")
-    ax.set_ylabel(f"episode return (smoothed over {smooth_window}); dots: eval")
+    ax.set_xlabel(X_LABELS[x])
+    if y == "running_reward":
+        ax.set_ylabel("running reward (0.99 average of episode returns); dots: eval")
+    else:
+        ax.set_ylabel(f"episode return (smoothed over {smooth_window}); dots: eval")
     ax.set_title("learning curves")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -229,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0 if argv else 2
-    opts = {"x": "frames", "out": "curves.png", "smooth": "auto"}
+    opts = {"x": "frames", "y": "return", "out": "curves.png", "smooth": "auto"}
     paths = []
     for a in argv:
         key, sep, value = a.partition("=")
@@ -237,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             opts[key] = value
         elif sep:
             print(
-                f"pixelrl.plot: error: unknown option {key!r}; use x=, out=, smooth=",
+                f"pixelrl.plot: error: unknown option {key!r}; use x=, y=, out=, smooth=",
                 file=sys.stderr,
             )
             return 2
@@ -245,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             paths.append(a)
     try:
         window = None if opts["smooth"] == "auto" else int(opts["smooth"])
-        fig, groups = make_figure(paths, opts["x"], window)
+        fig, groups = make_figure(paths, opts["x"], window, opts["y"])
     except (FileNotFoundError, ValueError) as e:
         print(f"pixelrl.plot: error: {e}", file=sys.stderr)
         return 2

@@ -69,7 +69,7 @@ def test_groups_by_config_ignoring_seed(sweep):
     assert labels[0].startswith("a3c Pong lr=0.0001") and "(2 seeds)" in labels[0]
 
 
-@pytest.mark.parametrize("x", ["frames", "minutes"])
+@pytest.mark.parametrize("x", ["frames", "minutes", "episodes"])
 def test_figure_has_one_line_and_band_per_config(sweep, x):
     fig, groups = make_figure([sweep], x=x)
     ax, ax_fps = fig.axes
@@ -80,7 +80,37 @@ def test_figure_has_one_line_and_band_per_config(sweep, x):
     steeper = max(ax.get_lines(), key=lambda line: line.get_ydata()[-1])
     assert "lr=0.0003" in steeper.get_label()
     xmax = max(line.get_xdata()[-1] for line in ax.get_lines())
-    assert xmax == pytest.approx(100_000 if x == "frames" else 99 * 3 / 60)
+    assert xmax == pytest.approx({"frames": 100_000, "minutes": 99 * 3 / 60, "episodes": 100}[x])
+
+
+def test_running_reward_against_episodes(tmp_path):
+    """REINFORCE's running reward, unsmoothed, against its own episode counter (which a resumed
+    run continues); evaluations sit at the episode count reached by their frame count."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows, running = [], -21.0
+    for i in range(50):
+        running = 0.99 * running + 0.01 * (-21.0 + i * 0.5)
+        rows.append(
+            {
+                "frames": 1000 * (i + 1),
+                "time_s": float(i),
+                "train/episode_return": -21.0 + i * 0.5,
+                "train/running_reward": running,
+                "train/episodes": 1000 + i + 1,
+            }
+        )
+    rows.insert(21, {"frames": 20_500, "time_s": 20.5, "eval/return_mean": -10.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fig, _ = make_figure([run], x="episodes", y="running_reward")
+    ax = fig.axes[0]
+    (line,) = ax.get_lines()
+    assert line.get_xdata()[0] == 1001 and line.get_xdata()[-1] == 1050
+    assert line.get_ydata()[-1] == pytest.approx(running)  # not smoothed again
+    assert ax.collections[0].get_offsets()[0].tolist() == [1020, -10.0]
+    assert "running reward" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="y='loss' is not allowed"):
+        make_figure([run], y="loss")
 
 
 def test_smooth_is_a_trailing_mean():
