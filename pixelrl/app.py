@@ -112,6 +112,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name)
         f"pixelrl: {start} {cfg.algo.name} on {cfg.env.name} for {cfg.total_frames:,} frames | "
         f"device {describe(device)} | run dir {run_dir}"
     )
+    if run.tracker.replayed_rows:
+        run.tracker.message(
+            f"metrics.jsonl: {run.tracker.replayed_rows} rows logged after the checkpoint were "
+            "removed (those frames are played again)"
+        )
     if resume:
         run.tracker.log(resume["frames"], {"charts/resumed": 1})
     run.stop.install()

@@ -40,6 +40,9 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.total_frames = int(cfg.total_frames)
+        self.replayed_rows = 0
+        if start_frames > 0:  # resume: the frames after the checkpoint are played again
+            self.replayed_rows = drop_rows_after(self.run_dir / "metrics.jsonl", start_frames)
         self._file = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         self._t0 = time.monotonic() - start_time_s
         self._fps_t, self._fps_frames = time.monotonic(), start_frames
@@ -211,6 +214,34 @@ def _clock(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def drop_rows_after(path: Path, frames: int) -> int:
+    """Remove the rows logged after `frames` (a resumed run replays them from its checkpoint, so
+    the log keeps one history) and a torn last line (a killed run), so that new rows start on a
+    line of their own. The file is rewritten atomically. Returns how many rows were after."""
+    if not path.is_file():
+        return 0
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    kept, after = [], 0
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(row.get("frames", 0)) <= frames:
+            kept.append(line if line.endswith("\n") else line + "\n")
+        else:
+            after += 1
+    if len(kept) != len(lines) or (lines and not lines[-1].endswith("\n")):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return after
 
 
 def read_metrics(path: Path) -> list[dict]:

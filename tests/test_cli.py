@@ -1,5 +1,6 @@
 """The real CLI, end to end, with tiny budgets."""
 
+import json
 import signal
 import time
 
@@ -9,6 +10,7 @@ import torch
 
 import pixelrl
 from pixelrl import checkpoint
+from pixelrl.tracking import drop_rows_after
 from pixelrl.video import read_video
 
 from .conftest import FAST, last_json_line, metrics
@@ -166,6 +168,17 @@ def test_resume_continues_frame_count(pong_run, cli):
     assert checkpoint.load(run_dir)["frames"] >= 6000
     # time continues too
     assert max(r["time_s"] for r in after) > max(r["time_s"] for r in before)
+
+
+def test_resume_drops_the_rows_logged_after_the_checkpoint(tmp_path):
+    """A resumed run replays the frames after its checkpoint: the log keeps one history."""
+    log = tmp_path / "metrics.jsonl"
+    rows = [{"frames": f, "time_s": f / 10, "train/episode_return": -21.0} for f in (10, 20, 30)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"frames": 4')  # torn line
+    assert drop_rows_after(log, 20) == 1
+    assert [r["frames"] for r in metrics(tmp_path)] == [10, 20]
+    assert log.read_text().endswith("}\n")  # the torn line is gone: new rows start cleanly
+    assert drop_rows_after(log, 20) == 0 and drop_rows_after(tmp_path / "nope.jsonl", 5) == 0
 
 
 def test_load_agent_api(pong_run):
