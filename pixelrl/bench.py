@@ -1,6 +1,7 @@
 """Throughput benchmarks: every algorithm next to its raw env, measured in the same run.
 
     python -m pixelrl.bench [which=a3c_pong,a2c_pong,...] [seconds=40] [device=cpu|cuda] [out=FILE.json]
+                            [replay_frames=100000]
 
 For each benchmark: first the *baseline*, the preprocessed env with the same settings, backend
 and number of envs stepped with random actions; then the real training command
@@ -8,6 +9,10 @@ and number of envs stepped with random actions; then the real training command
 `train/fps` lines of its metrics.jsonl after a warm-up. Figures are printed as ratios to the
 baseline, because machines are shared and noisy and only same-run ratios compare across them.
 Results are also written as JSON (default: bench_results/bench_<time>.json).
+
+`which=replay_memory` is DDPG's replay buffer instead: `replay_frames` frames of 3x84x84 (stack 3,
+rebuilt at sample time) filled in a fresh process, its RSS growth and peak as ratios to the raw
+frame bytes, and the time of one sample of 256 3-step transitions.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Bench:
     gpu: bool = True  # meaningful on device=cuda
 
 
+MEMORY = "replay_memory"  # not a training run: DDPG's replay buffer against raw frame bytes
 BENCHES = {
     "a3c_pong": Bench(
         "a3c_pong",
@@ -121,6 +127,7 @@ DEFAULT = [
     "a2c_pong_procs",
     "karpathy_pong",
     "ddpg_pendulum",
+    MEMORY,
 ]
 
 
@@ -289,6 +296,70 @@ def run_bench(b: Bench, seconds: float, device: str) -> dict:
     return result
 
 
+def _replay_memory_child(capacity: int) -> None:
+    """Run in a fresh process: fill a replay buffer like DDPG on dmc cartpole (125-step
+    episodes, 3x84x84 frames, stack 3) and print its memory figures as one JSON line."""
+    import resource
+
+    import psutil
+
+    proc = psutil.Process()
+    from pixelrl.buffers import ReplayBuffer  # imports torch, as training does
+
+    rss_imports = proc.memory_info().rss
+    buffer = ReplayBuffer(capacity, (9, 84, 84), 3, 1)
+    pool = np.random.default_rng(0).integers(0, 256, (32, 1, 9, 84, 84), dtype=np.uint8)
+    action = np.zeros((1, 1), np.float32)
+    start, steps, episode = time.perf_counter(), 0, 125
+    while steps < capacity:
+        end = steps % episode == episode - 1
+        buffer.add(pool[steps % 32], action, [0.0], pool[(steps + 1) % 32], [False], [end])
+        steps += 1
+    fill_s = time.perf_counter() - start
+    rss_full = proc.memory_info().rss
+    start = time.perf_counter()
+    for _ in range(20):
+        buffer.sample(256, 3, 0.99)
+    sample_ms = (time.perf_counter() - start) / 20 * 1000
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    raw = capacity * 3 * 84 * 84
+    print(
+        json.dumps(
+            {
+                "frames": capacity,
+                "transitions": len(buffer),
+                "raw_frame_bytes": raw,
+                "rss_after_imports": rss_imports,
+                "rss_full": rss_full,
+                "peak_rss": peak,
+                "growth_ratio": (rss_full - rss_imports) / raw,
+                "peak_ratio": (peak - rss_imports) / raw,
+                "fill_s": fill_s,
+                "sample_256_ms": sample_ms,
+            }
+        )
+    )
+
+
+def replay_memory(capacity: int) -> dict:
+    code = f"from pixelrl.bench import _replay_memory_child; _replay_memory_child({capacity})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"replay buffer benchmark failed: {proc.stderr.strip()[-400:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["name"] = MEMORY
+    return result
+
+
+def format_memory(r: dict) -> str:
+    gib = 2**30
+    return (
+        f"{MEMORY:<16} {r['frames']:,} frames 3x84x84: RSS growth {r['growth_ratio']:.3f} x raw "
+        f"frame bytes ({r['raw_frame_bytes'] / gib:.2f} GiB), peak {r['peak_ratio']:.3f} x "
+        f"(RSS after imports excluded) | sample(256, n=3) {r['sample_256_ms']:.1f} ms"
+    )
+
+
 def format_result(r: dict, unit: str) -> str:
     t, b = r["train"], r["baseline"]
     key = "steps_per_s" if unit == "steps" else "frames_per_s"
@@ -311,22 +382,31 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         print("\nbenchmarks: " + ", ".join(f"{k} ({v.what})" for k, v in BENCHES.items()))
+        print(f"and {MEMORY} (DDPG's replay buffer: RSS against raw frame bytes)")
         return 0
-    opts = {"which": ",".join(DEFAULT), "seconds": "40", "device": "cpu", "out": ""}
+    opts = {
+        "which": ",".join(DEFAULT),
+        "seconds": "40",
+        "device": "cpu",
+        "out": "",
+        "replay_frames": "100000",
+    }
     for a in argv:
         key, sep, value = a.partition("=")
         if not sep or key not in opts:
             print(
-                f"pixelrl.bench: error: unknown argument {a!r}; use which=, seconds=, device=, out=",
+                f"pixelrl.bench: error: unknown argument {a!r}; "
+                "use which=, seconds=, device=, out=, replay_frames=",
                 file=sys.stderr,
             )
             return 2
         opts[key] = value
     names = [n for n in opts["which"].split(",") if n]
-    unknown = [n for n in names if n not in BENCHES]
+    unknown = [n for n in names if n not in BENCHES and n != MEMORY]
     if unknown:
         print(
-            f"pixelrl.bench: error: unknown benchmark {unknown[0]!r}; choose from: {', '.join(BENCHES)}",
+            f"pixelrl.bench: error: unknown benchmark {unknown[0]!r}; "
+            f"choose from: {', '.join([*BENCHES, MEMORY])}",
             file=sys.stderr,
         )
         return 2
@@ -337,6 +417,16 @@ def main(argv: list[str] | None = None) -> int:
     if seconds <= 0:
         print(
             f"pixelrl.bench: error: seconds={opts['seconds']!r} must be a positive number",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        replay_frames = int(opts["replay_frames"])
+    except ValueError:
+        replay_frames = 0
+    if replay_frames < 1000:
+        print(
+            f"pixelrl.bench: error: replay_frames={opts['replay_frames']!r} must be an integer >= 1000",
             file=sys.stderr,
         )
         return 2
@@ -351,6 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = []
     for name in names:
+        if name == MEMORY:
+            try:
+                r = replay_memory(replay_frames)
+            except Exception as e:
+                print(f"{name:<16} FAILED: {e}")
+                results.append({"name": name, "error": str(e)})
+                continue
+            results.append(r)
+            print(format_memory(r), flush=True)
+            continue
         b = BENCHES[name]
         if device.startswith("cuda") and not b.gpu:
             print(f"{name:<16} skipped: A3C workers run on the CPU by design")

@@ -37,3 +37,26 @@ def test_bench_rejects_unknown_benchmark():
         timeout=60,
     )
     assert proc.returncode == 2 and "unknown benchmark 'nope'" in proc.stderr
+
+
+def test_bench_replay_memory_reports_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixelrl.bench",
+            "which=replay_memory",
+            "replay_frames=3000",
+            f"out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "replay_memory" in proc.stdout and "x raw" in proc.stdout
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["frames"] == 3000 and r["raw_frame_bytes"] == 3000 * 3 * 84 * 84
+    assert r["transitions"] == 3000 - 3000 // 125  # one extra slot per finished episode
+    assert r["growth_ratio"] > 0 and r["sample_256_ms"] > 0
