@@ -46,7 +46,9 @@ def config_from_checkpoint(
     payload: dict, cli_cfg: DictConfig, overrides: list[str], what: str
 ) -> DictConfig:
     """The checkpoint's own config, with the command line's explicit `env.*`, `model.*`... keys
-    on top (e.g. `env.sticky_actions=0.25` to evaluate under other settings)."""
+    on top (e.g. `env.sticky_actions=0.25` to evaluate under other settings). `resume` keeps the
+    run's own evaluation, logging and checkpoint settings unless the command line names them;
+    `load` (eval / watch) takes those from the command line."""
     cfg = OmegaConf.create(payload["config"])
     chosen = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if "=" in o}
     if "algo" in chosen and chosen["algo"] != cfg.algo.name:
@@ -61,22 +63,18 @@ def config_from_checkpoint(
     dotlist = _explicit(overrides, prefixes)
     if dotlist:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
-    # run-level settings always come from this command line
+    run_keys = ("device", "eval", "video", "logger", "checkpoint", "torch_threads")
     with open_dict(cfg):
-        for key in (
-            "mode",
-            "device",
-            "eval",
-            "video",
-            "logger",
-            "checkpoint",
-            "torch_threads",
-            "load",
-            "resume",
-        ):
+        for key in ("mode", "load", "resume"):
             cfg[key] = cli_cfg[key]
-        for key in ("total_frames", "seed"):
-            if any(o.split("=", 1)[0] == key for o in overrides):
+        if what == "resume":
+            # the run goes on as it was configured; only what this command line names changes
+            names = tuple(f"{k}." for k in (*run_keys, "total_frames", "seed"))
+            for o in _explicit(overrides, names):
+                key = o.split("=", 1)[0].lstrip("~")
+                OmegaConf.update(cfg, key, OmegaConf.select(cli_cfg, key), merge=False)
+        else:  # eval / watch: run-level settings come from this command line
+            for key in run_keys:
                 cfg[key] = cli_cfg[key]
     return cfg
 

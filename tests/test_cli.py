@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import pixelrl
 from pixelrl import checkpoint
@@ -179,6 +180,26 @@ def test_resume_drops_the_rows_logged_after_the_checkpoint(tmp_path):
     assert [r["frames"] for r in metrics(tmp_path)] == [10, 20]
     assert log.read_text().endswith("}\n")  # the torn line is gone: new rows start cleanly
     assert drop_rows_after(log, 20) == 0 and drop_rows_after(tmp_path / "nope.jsonl", 5) == 0
+
+
+def test_resume_keeps_the_runs_own_settings_unless_named():
+    """A resumed run goes on with its evaluation / logging / checkpoint settings; a key named on
+    the resume command line wins. eval / watch take run-level settings from their command line."""
+    from pixelrl.app import config_from_checkpoint
+
+    trained = pixelrl.compose_config(
+        ["experiment=karpathy_pong", "logger.print_every_s=120", "eval.episodes=3"]
+    )
+    payload = {"config": OmegaConf.to_container(trained, resolve=True)}
+    overrides = ["resume=somewhere", "eval.episodes=5"]
+    cli_cfg = pixelrl.compose_config(overrides)
+    cfg = config_from_checkpoint(payload, cli_cfg, overrides, "resume")
+    assert cfg.algo.name == "reinforce" and cfg.resume == "somewhere"
+    assert cfg.eval.every_frames == trained.eval.every_frames == 5_000_000
+    assert cfg.logger.print_every_s == 120 and cfg.eval.episodes == 5
+    assert cfg.checkpoint.every_frames == trained.checkpoint.every_frames
+    watch = config_from_checkpoint(payload, cli_cfg, overrides, "load")
+    assert watch.eval.every_frames == cli_cfg.eval.every_frames != 5_000_000
 
 
 def test_load_agent_api(pong_run):
