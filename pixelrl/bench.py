@@ -40,6 +40,10 @@ class Bench:
     baseline_envs: int = 16
     unit: str = "frames"  # what the headline counts: emulator frames or agent steps
     gpu: bool = True  # meaningful on device=cuda
+    # vector: the configured vector env, stepped from this process; processes: baseline_envs
+    # processes each stepping its own env, no messages at all (the ceiling for agents that play
+    # inside the env processes, as REINFORCE's episode workers do)
+    baseline: str = "vector"
 
 
 MEMORY = "replay_memory"  # not a training run: DDPG's replay buffer against raw frame bytes
@@ -89,6 +93,7 @@ BENCHES = {
         ["experiment=karpathy_pong"],
         10,
         unit="steps",
+        baseline="processes",
     ),
     # A short warm-up, so that the measured window is all learning (1 update per 2 env steps).
     "ddpg_pendulum": Bench(
@@ -202,6 +207,54 @@ def raw_env_speed(overrides: list[str], num_envs: int, seconds: float) -> dict:
     }
 
 
+def _step_own_env(env_fn, seconds: float, start, results) -> None:
+    env = env_fn()
+    space = env.action_space
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    start.wait()
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        _, _, terminated, truncated, _ = env.step(
+            space.sample() if not hasattr(space, "n") else int(rng.integers(space.n))
+        )
+        steps += 1
+        if terminated or truncated:
+            env.reset()
+    results.put((steps, time.perf_counter() - t0))
+    env.close()
+
+
+def raw_env_speed_processes(overrides: list[str], num_procs: int, seconds: float) -> dict:
+    """`num_procs` processes, each stepping its own preprocessed env with random actions."""
+    import multiprocessing as mp
+
+    from pixelrl import compose_config
+    from pixelrl.envs import frames_per_step, single_env_fn
+
+    cfg = compose_config(overrides)
+    ctx = mp.get_context("spawn" if cfg.env.kind == "dmc" else "fork")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_step_own_env, args=(single_env_fn(cfg.env), seconds, start, results))
+        for _ in range(num_procs)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    done = [results.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join(timeout=10)
+    steps_per_s = sum(n for n, _ in done) / max(t for _, t in done)
+    fps = frames_per_step(cfg.env)
+    return {
+        "steps_per_s": steps_per_s,
+        "frames_per_s": steps_per_s * fps,
+        "frames_per_step": fps,
+        "processes": num_procs,
+    }
+
+
 def training_speed(args: list[str], seconds: float, device: str, workdir: Path) -> dict:
     """Run the real CLI for `seconds` after its first metrics line, stop it with SIGINT."""
     run_dir = workdir / "run"
@@ -287,7 +340,8 @@ def run_bench(b: Bench, seconds: float, device: str) -> dict:
         "what": b.what,
         "command": "python -m pixelrl " + " ".join(b.args),
     }
-    result["baseline"] = raw_env_speed(b.baseline_args, b.baseline_envs, max(5.0, seconds / 3))
+    raw = raw_env_speed_processes if b.baseline == "processes" else raw_env_speed
+    result["baseline"] = raw(b.baseline_args, b.baseline_envs, max(5.0, seconds / 3))
     with tempfile.TemporaryDirectory(prefix=f"pixelrl-bench-{b.name}-") as tmp:
         result["train"] = training_speed(b.args, seconds, device, Path(tmp))
     fps_step = result["baseline"]["frames_per_step"]
@@ -363,7 +417,8 @@ def format_memory(r: dict) -> str:
 def format_result(r: dict, unit: str) -> str:
     t, b = r["train"], r["baseline"]
     key = "steps_per_s" if unit == "steps" else "frames_per_s"
-    line = f"{r['name']:<16} {t[key]:>9,.0f} {unit}/s = {r['ratio']:.2f} x raw env ({b[key]:,.0f} {unit}/s)"
+    how = f", {b['processes']} processes, own env each" if "processes" in b else ""
+    line = f"{r['name']:<16} {t[key]:>9,.0f} {unit}/s = {r['ratio']:.2f} x raw env ({b[key]:,.0f} {unit}/s{how})"
     if "updates_per_s" in t:
         line += f" | {t['updates_per_s']:.1f} updates/s"
     if "per_worker_frames_per_s" in t:

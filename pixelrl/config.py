@@ -194,6 +194,10 @@ class ReinforceConfig(AlgoConfig):
     lr_decay: str = "none"
     update_chunk: int = 4096  # samples per forward/backward chunk when accumulating gradients
     wait_for_batch: bool = True  # exact: all episodes of a batch by one policy; false: pipelined
+    # where the policy plays: batched (envs in processes, any network, forward passes batched in
+    # the learner) | workers (each env process plays and differentiates whole episodes with a
+    # numpy copy of a one-hidden-layer MLP: pg-pong's fast path) | auto (workers where possible)
+    collector: str = "auto"
 
 
 @dataclass
@@ -319,6 +323,7 @@ ALGO_CHOICES = {
         "algo.baseline": ("value", "running_mean"),
         "algo.normalize_returns": ("none", "episode", "batch"),
         "algo.optimizer": ("rmsprop", "adam"),
+        "algo.collector": ("auto", "batched", "workers"),
     },
     "ddpg": {
         "algo.noise": ("gaussian", "ou"),
@@ -437,6 +442,12 @@ def validate(cfg: DictConfig) -> None:
             f"algo={cfg.algo.name} needs discrete actions but env={env.name} is continuous; "
             f"use algo=ddpg, or a discrete env: {', '.join(DISCRETE_ENVS)}"
         )
+    if cfg.algo.name == "reinforce" and cfg.algo.collector == "workers":
+        from pixelrl.algos.episode_workers import unsupported_reason
+
+        reason = unsupported_reason(cfg)
+        if reason is not None:
+            raise ConfigError(f"algo.collector=workers is not possible here: {reason}")
     if cfg.algo.name == "reinforce" and cfg.algo.num_envs > cfg.algo.batch_episodes:
         raise ConfigError(
             f"algo.num_envs={cfg.algo.num_envs} must be <= algo.batch_episodes="

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 from pixelrl import checkpoint
 from pixelrl.shared_optim import SharedAdam, SharedRMSprop
+from pixelrl.workers import check_workers
 
 from .conftest import FAST, metrics
 
@@ -159,4 +160,4 @@ def test_worker_error_is_reported_with_its_message():
     p.join(60)
     assert p.exitcode == 1
     with pytest.raises(TrainingError, match=r"a3c worker 3 failed: ValueError: env.kind='bogus'"):
-        a3c._check_workers([p], queue)
+        check_workers([p], queue, "a3c worker")

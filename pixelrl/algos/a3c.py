@@ -28,6 +28,7 @@ from pixelrl.models import ActorCritic
 from pixelrl.rollout import collect, loss_from_rollout
 from pixelrl.run import Run, TrainingError, linear_lr, seed_everything
 from pixelrl.shared_optim import make_shared_optimizer
+from pixelrl.workers import check_workers, stop_workers
 
 TRACK_WEIGHT_CHANGE_EVERY = 25  # updates between measurements of the largest weight change
 
@@ -129,15 +130,6 @@ def _worker_main(
             learner.close()
 
 
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
 def train(run: Run) -> None:
     cfg, a = run.cfg, run.cfg.algo
     probe = make_vector_env(cfg.env, 1, mode=EVAL)
@@ -219,7 +211,7 @@ def train(run: Run) -> None:
             except queue_lib.Empty:
                 msg = None
             if msg is None or time.monotonic() - last_check > 0.5:
-                _check_workers(workers, queue)
+                check_workers(workers, queue, "a3c worker")
                 last_check = time.monotonic()
             if msg is None:
                 run.poll_background_eval()
@@ -231,41 +223,5 @@ def train(run: Run) -> None:
             frames_value.value = frames
             run.step_done(frames, msg["metrics"], None, state, snapshot=snapshot)
     finally:
-        _stop_workers(workers, queue, stop)
+        stop_workers(workers, queue, stop)
     run.finish(frames, snapshot(), state)
-
-
-def _check_workers(workers, queue) -> None:
-    for rank, p in enumerate(workers):
-        if p.exitcode is None:
-            continue
-        # a worker that raised sent its error just before exiting: prefer that message
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                msg = queue.get(timeout=0.1)
-            except queue_lib.Empty:
-                continue
-            if msg.get("type") == "error":
-                raise TrainingError(f"a3c worker {msg['rank']} failed: {msg['error']}")
-        raise TrainingError(f"a3c worker {rank} (pid {p.pid}) died: {_exit_reason(p.exitcode)}")
-
-
-def _stop_workers(workers, queue, stop, timeout_s: float = 5.0) -> None:
-    stop.set()
-    deadline = time.monotonic() + timeout_s
-    while any(p.is_alive() for p in workers) and time.monotonic() < deadline:
-        try:  # keep the pipe drained so no worker blocks on a full buffer
-            while True:
-                queue.get_nowait()
-        except (queue_lib.Empty, OSError, EOFError):
-            pass
-        time.sleep(0.05)
-    for p in workers:
-        if p.is_alive():
-            p.terminate()
-    for p in workers:
-        p.join(timeout=1.0)
-        if p.is_alive():
-            p.kill()
-            p.join(timeout=1.0)

@@ -289,13 +289,78 @@ class EpisodeCollector:
             send(block, block_obs)
 
 
+class BatchedEpisodes:
+    """Envs in worker processes (or in-process), the policy batched in the learner: any network."""
+
+    def __init__(self, cfg, seed: int):
+        self.cfg, self.a = cfg, cfg.algo
+        backend = "procs" if cfg.env.backend == "async" else cfg.env.backend  # procs: envs can wait
+        self.envs = make_vector_env(cfg.env, self.a.num_envs, mode=TRAIN, backend=backend)
+        self.envs.default_seed = seed
+        self.observation_space = self.envs.single_observation_space
+        self.action_space = self.envs.single_action_space
+        self.frames_per_step = self.envs.frames_per_step
+        self.collector = EpisodeCollector(self.envs, cfg.env, wait=self.a.wait_for_batch)
+        self.stream = None
+
+    def start(self, net) -> None:
+        self.device = next(net.parameters()).device
+        if self.collector.masked and self.a.normalize_returns != "batch":
+            self.stream = GradientStream(net, self.a, self.device)
+
+    def play(self, net, running_mean, on_episode) -> dict[str, float]:
+        """Play one batch; its gradient ends up in the parameters' .grad."""
+        a, need_psi = self.a, uses_running_mean(self.a)
+
+        def finished(episode: dict, raw_return: float) -> None:
+            rewards = episode["rewards"]
+            psi_sum = float(episode_psi(rewards, a).sum()) if need_psi else 0.0
+            on_episode(len(rewards), raw_return, float(rewards.sum()), psi_sum)
+            if self.stream is not None:
+                self.stream.jobs.put(episode)
+
+        threads = torch.get_num_threads()
+        # Batch-of-few forward passes are tiny: one thread while env processes run, or torch's
+        # thread pool spins against them for the same cores.
+        torch.set_num_threads(1 if self.collector.masked else threads)
+        if self.stream is not None:
+            self.stream.running_mean = running_mean
+        try:
+            episodes = self.collector.play(net, self.device, a.batch_episodes, finished)
+        finally:
+            torch.set_num_threads(threads)
+        if self.stream is not None:
+            return self.stream.drain()
+        return accumulate_gradients(net, episodes, a, running_mean, self.device)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        self.envs.close()
+
+
+def uses_running_mean(a) -> bool:
+    return a.psi == "baseline" and a.baseline == "running_mean"
+
+
 def train(run: Run) -> None:
+    from pixelrl.algos import episode_workers
+
+    cfg = run.cfg
+    if episode_workers.wanted(cfg):
+        source = episode_workers.EpisodeWorkers(cfg, cfg.seed)
+    else:
+        source = BatchedEpisodes(cfg, cfg.seed)
+    try:
+        _train(run, source)
+    finally:
+        source.close()
+
+
+def _train(run: Run, source) -> None:
     cfg, a, device = run.cfg, run.cfg.algo, run.device
-    backend = "procs" if cfg.env.backend == "async" else cfg.env.backend  # procs: envs can wait
-    envs = make_vector_env(cfg.env, a.num_envs, mode=TRAIN, backend=backend)
-    envs.default_seed = cfg.seed
-    run.set_spaces(envs.single_observation_space, envs.single_action_space)
-    net = make_policy(cfg, envs.single_observation_space, envs.single_action_space).to(device)
+    run.set_spaces(source.observation_space, source.action_space)
+    net = make_policy(cfg, source.observation_space, source.action_space).to(device)
     if a.optimizer == "adam":
         optimizer = torch.optim.Adam(net.parameters(), lr=a.lr, eps=a.eps)
     else:  # pg-pong: cache = decay * cache + (1 - decay) g^2; w += lr g / (sqrt(cache) + eps)
@@ -308,9 +373,7 @@ def train(run: Run) -> None:
     if run.resume:
         net.load_state_dict(run.resume["models"]["policy"])
         optimizer.load_state_dict(run.resume["optimizers"]["policy"])
-    collector = EpisodeCollector(envs, cfg.env, wait=a.wait_for_batch)
-    streaming = collector.masked and a.normalize_returns != "batch"
-    stream = GradientStream(net, a, device) if streaming else None
+    source.start(net)
     act = act_fn(net, device)
 
     def state():
@@ -324,10 +387,11 @@ def train(run: Run) -> None:
             },
         }
 
-    def on_episode(episode: dict, raw_return: float) -> None:
+    batch: dict[str, float] = {}
+
+    def on_episode(length: int, raw_return: float, reward_sum: float, psi_sum: float) -> None:
         nonlocal running_reward, episodes_done, frames
-        length = len(episode["rewards"])
-        frames += length * envs.frames_per_step
+        frames += length * source.frames_per_step
         episodes_done += 1
         # pg-pong's running reward: 0.99 * previous + 0.01 * this episode's return
         running_reward = (
@@ -339,49 +403,31 @@ def train(run: Run) -> None:
             length,
             **{"train/running_reward": running_reward, "train/episodes": episodes_done},
         )
-        if stream is not None:
-            stream.jobs.put(episode)
+        batch["episodes"] += 1
+        batch["reward_sum"] += reward_sum
+        batch["psi_sum"] += psi_sum
+        batch["steps"] += length
 
-    threads = torch.get_num_threads()
-    try:
-        while not run.done(frames):
-            # Batch-of-few forward passes are tiny: one thread while env processes run, or torch's
-            # thread pool spins against them for the same cores.
-            torch.set_num_threads(1 if collector.masked else threads)
-            optimizer.zero_grad(set_to_none=True)
-            if stream is not None:
-                stream.running_mean = running_mean
-            episodes = collector.play(net, device, a.batch_episodes, on_episode)
-            torch.set_num_threads(threads)
-            totals = (
-                stream.drain()
-                if stream is not None
-                else accumulate_gradients(net, episodes, a, running_mean, device)
+    while not run.done(frames):
+        optimizer.zero_grad(set_to_none=True)
+        batch.update(episodes=0, reward_sum=0.0, psi_sum=0.0, steps=0)
+        totals = source.play(net, running_mean, on_episode)
+        metrics = {k: v / totals["batch_steps"] for k, v in totals.items() if k != "batch_steps"}
+        metrics["batch_steps"] = totals["batch_steps"]
+        if a.max_grad_norm > 0:
+            metrics["grad_norm"] = float(
+                torch.nn.utils.clip_grad_norm_(net.parameters(), a.max_grad_norm)
             )
-            metrics = {
-                k: v / totals["batch_steps"] for k, v in totals.items() if k != "batch_steps"
-            }
-            metrics["batch_steps"] = totals["batch_steps"]
-            if a.max_grad_norm > 0:
-                metrics["grad_norm"] = float(
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), a.max_grad_norm)
-                )
-            optimizer.step()
-            metrics["batch_return"] = float(np.mean([ep["rewards"].sum() for ep in episodes]))
-            if a.psi == "baseline" and a.baseline == "running_mean":
-                batch_mean = float(
-                    np.mean(np.concatenate([episode_psi(ep["rewards"], a) for ep in episodes]))
-                )
-                d = a.baseline_decay
-                running_mean = (
-                    batch_mean if running_mean is None else d * running_mean + (1 - d) * batch_mean
-                )
-            lr = linear_lr(a.lr, frames, cfg.total_frames, a.lr_decay)
-            set_lr(optimizer, lr)
-            metrics["lr"] = lr
-            run.step_done(frames, metrics, act, state)
-        run.finish(frames, act, state)
-    finally:
-        if stream is not None:
-            stream.close()
-        envs.close()
+        optimizer.step()
+        metrics["batch_return"] = batch["reward_sum"] / max(1, batch["episodes"])
+        if uses_running_mean(a):
+            batch_mean = batch["psi_sum"] / max(1, batch["steps"])
+            d = a.baseline_decay
+            running_mean = (
+                batch_mean if running_mean is None else d * running_mean + (1 - d) * batch_mean
+            )
+        lr = linear_lr(a.lr, frames, cfg.total_frames, a.lr_decay)
+        set_lr(optimizer, lr)
+        metrics["lr"] = lr
+        run.step_done(frames, metrics, act, state)
+    run.finish(frames, act, state)

@@ -1,0 +1,390 @@
+"""Episode workers: REINFORCE with the policy played where the env is (pg-pong's fast path).
+
+The batched collector (reinforce.BatchedEpisodes) steps envs in worker processes and runs the policy
+in the learner: every block of env steps costs a message, a wake-up and a small forward pass in
+the learner, which on 2 cores takes about as much CPU as the env itself. A policy with one hidden
+layer (pg-pong's 6400 -> 200 ReLU -> P(UP)) is cheaper than a message, so here every worker
+process plays whole episodes with a numpy copy of it and differentiates them itself:
+
+- the learner publishes the weights in shared memory and hands out the batch's `batch_episodes`
+  episodes as tasks; the weights only change between batches, so every episode of a batch is
+  played by one policy, as in pg-pong;
+- a worker plays an episode (the first layer reads only the nonzero pixels of pg-pong's mostly
+  empty difference frames), then computes the episode's Psi (reward-to-go, reset on reward,
+  standardized per episode, ...) and its gradient, and adds it to the shared gradient buffer,
+  pg-pong's grad_buffer;
+- the learner waits for the batch, hands the summed gradient to its torch optimizer (the same
+  RMSProp step as the batched path) and publishes the new weights.
+
+With one worker per episode of a batch (10 processes on 2 cores) the OS shares the cores among
+the episodes still running, so no core waits until only the batch's longest episode is left.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import queue as queue_lib
+import signal
+import time
+import traceback
+
+import numpy as np
+import torch
+
+from pixelrl.envs import frames_per_step, single_env_fn
+from pixelrl.envs.vector import _Shared
+from pixelrl.models import obs_scale
+from pixelrl.workers import check_workers, stop_workers
+
+STOP_CHECK_STEPS = 256  # env steps between looks at the stop flag inside an episode
+
+
+def unsupported_reason(cfg) -> str | None:
+    """Why episode workers cannot run this config; None when they can."""
+    a, m = cfg.algo, cfg.model
+    if m.trunk != "mlp" or m.mlp_layers != 1:
+        return "they play a one-hidden-layer MLP (model.trunk=mlp model.mlp_layers=1)"
+    if a.psi == "baseline" and a.baseline == "value":
+        return "a learned value baseline needs the batched learner (algo.baseline=running_mean)"
+    if a.normalize_returns == "batch":
+        return (
+            "returns standardized over the whole batch are known only when it ends "
+            "(algo.normalize_returns=episode or none)"
+        )
+    if not a.wait_for_batch:
+        return "they always play whole batches with one policy (algo.wait_for_batch=true)"
+    return None
+
+
+def wanted(cfg) -> bool:
+    """algo.collector=workers, or auto where the workers can run the config (the config check
+    has already refused algo.collector=workers where they cannot)."""
+    return cfg.algo.collector != "batched" and unsupported_reason(cfg) is None
+
+
+# ------------------------------------------------------------------------------------------
+# The policy and its gradient in numpy (what runs inside a worker)
+# ------------------------------------------------------------------------------------------
+
+
+class NumpyPolicy:
+    """h = relu(W1 x + b1), logits = W2 h + b2; one output z with sigmoid (logits [z, 0])."""
+
+    def __init__(
+        self, params: dict[str, np.ndarray], sigmoid: bool, scale: float, bias: bool = True
+    ):
+        self.w1t, self.b1 = params["w1t"], params["b1"]  # (D, H): rows are gathered per input
+        self.w2, self.b2 = params["w2"], params["b2"]  # (K, H), K = 1 with sigmoid
+        self.w2_row = self.w2[0]  # views of the shared weights: they follow every update
+        self.sigmoid, self.scale, self.bias = sigmoid, scale, bias
+        self.dim = self.w1t.shape[0]
+
+    def features(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(nonzero input indices, their values, hidden activations)."""
+        x = obs.reshape(-1)
+        if self.scale != 1.0:
+            x = x.astype(np.float32) * np.float32(self.scale)
+        idx = (x != 0).nonzero()[0]  # 7x faster than np.flatnonzero on floats
+        vals = x[idx]
+        if vals.dtype != np.float32:
+            vals = vals.astype(np.float32)
+        if len(idx) * 8 < self.dim:  # pg-pong's difference frames: ~99% zeros
+            pre = vals @ self.w1t[idx]
+        else:
+            pre = x.astype(np.float32, copy=False) @ self.w1t
+        if self.bias:
+            pre += self.b1
+        return idx, vals, np.maximum(pre, 0.0, out=pre)
+
+    def sample(self, h: np.ndarray, rng: np.random.Generator) -> tuple[int, float | np.ndarray]:
+        """(action, the head's output: z with sigmoid, else the logits)."""
+        if self.sigmoid:  # P(action 0) = sigmoid(z), tanh form: no overflow
+            z = float(self.w2_row @ h) + (float(self.b2[0]) if self.bias else 0.0)
+            return (0 if rng.random() < 0.5 * (1.0 + math.tanh(0.5 * z)) else 1), z
+        out = self.w2 @ h + self.b2
+        e = np.exp(out - out.max())
+        cdf = np.cumsum(e)
+        return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(e) - 1), out
+
+
+def episode_gradient(
+    policy: NumpyPolicy,
+    steps: dict,
+    psi: np.ndarray,
+    entropy_coef: float,
+    out: dict[str, np.ndarray],
+) -> dict[str, float]:
+    """Add d(loss)/d(params) of one episode to `out`, loss = sum_t -Psi_t log pi(a_t|s_t) -
+    entropy_coef H(pi(.|s_t)): the batched learner's loss, differentiated by hand."""
+    actions = np.asarray(steps["actions"])
+    t_len = len(actions)
+    logits = np.asarray(steps["logits"], np.float64).reshape(t_len, -1)  # (T, K)
+    full = np.concatenate([logits, np.zeros((t_len, 1))], 1) if policy.sigmoid else logits
+    top = full.max(1, keepdims=True)
+    logp = full - top - np.log(np.exp(full - top).sum(1, keepdims=True))
+    probs = np.exp(logp)
+    entropy = -(probs * logp).sum(1)
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(t_len), actions] = 1.0
+    dlogits = -psi[:, None] * (onehot - probs)
+    if entropy_coef:
+        dlogits += entropy_coef * probs * (logp + entropy[:, None])
+    d_out = (dlogits[:, :1] if policy.sigmoid else dlogits).astype(np.float32)  # (T, K)
+    hidden = np.stack(steps["hidden"])  # (T, H)
+    out["w2"] += d_out.T @ hidden
+    out["b2"] += d_out.sum(0)
+    d_hidden = d_out @ policy.w2
+    d_hidden *= hidden > 0
+    out["b1"] += d_hidden.sum(0)
+    _scatter_first_layer(out["w1t"], steps["idx"], steps["vals"], d_hidden)
+    return {
+        "policy_loss": float(-(psi * logp[np.arange(t_len), actions]).sum()),
+        "entropy": float(entropy.sum()),
+    }
+
+
+def _scatter_first_layer(g_w1t, idx_list, vals_list, d_hidden) -> None:
+    """g_w1t[i] += sum over steps t with input i nonzero of x_t[i] * d_hidden[t]."""
+    counts = np.fromiter((len(i) for i in idx_list), np.int64, len(idx_list))
+    dim = g_w1t.shape[0]
+    if counts.mean() * 8 >= dim:  # dense inputs: one matrix product
+        x = np.zeros((len(idx_list), dim), np.float32)
+        x[np.repeat(np.arange(len(idx_list)), counts), np.concatenate(idx_list)] = np.concatenate(
+            vals_list
+        )
+        g_w1t += x.T @ d_hidden
+        return
+    # Sparse inputs (~20 of 6,400 pixels differ per pg-pong frame): a row update per step is
+    # faster than any sort/reduce over all of the episode's (pixel, step) pairs.
+    for idx, vals, dh in zip(idx_list, vals_list, d_hidden):
+        if len(idx):
+            g_w1t[idx] += vals[:, None] * dh
+
+
+def play_episode(env, obs, policy: NumpyPolicy, rng, stop, clip: bool) -> dict | None:
+    """One whole episode; None if asked to stop meanwhile."""
+    idx_list, vals_list, hidden, outputs, actions, rewards = [], [], [], [], [], []
+    features, sample, step = policy.features, policy.sample, env.step
+    n = 0
+    while True:
+        idx, vals, h = features(obs)
+        action, out = sample(h, rng)
+        obs, reward, terminated, truncated, _ = step(action)
+        idx_list.append(idx)
+        vals_list.append(vals)
+        hidden.append(h)
+        outputs.append(out)
+        actions.append(action)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+        n += 1
+        if n % STOP_CHECK_STEPS == 0 and stop.is_set():
+            return None
+    raw = np.asarray(rewards, np.float64)
+    return {
+        "idx": idx_list,
+        "vals": vals_list,
+        "hidden": hidden,
+        "logits": outputs,
+        "actions": actions,
+        "rewards": np.sign(raw) if clip else raw,
+        "raw": float(raw.sum()),
+    }
+
+
+def _worker_main(rank, env_fn, specs, settings, seed, tasks, results, lock, stop, parent_pid):
+    """Entry point of a worker process: play the tasks' episodes, add their gradients."""
+    from pixelrl.algos.reinforce import episode_psi, normalize
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner decides when to stop
+    env = None
+    try:
+        buf = {k: _Shared.attach(s) for k, s in specs.items()}
+        params = {k: buf[k].array for k in ("w1t", "b1", "w2", "b2")}
+        shared_grads = {k: buf["g_" + k].array for k in params}
+        grads = {k: np.zeros_like(v) for k, v in params.items()}
+        policy = NumpyPolicy(params, settings["sigmoid"], settings["scale"], settings["bias"])
+        a = settings["algo"]
+        env = env_fn()
+        rng = np.random.default_rng(seed)
+        reset_seed = seed
+        while not stop.is_set():
+            try:
+                task = tasks.get(timeout=0.5)
+            except queue_lib.Empty:
+                if os.getppid() != parent_pid:  # the learner is gone: don't linger
+                    break
+                continue
+            if task is None:
+                break
+            obs, _ = env.reset(seed=reset_seed)
+            reset_seed = None
+            steps = play_episode(env, obs, policy, rng, stop, settings["clip"])
+            if steps is None:
+                break
+            rewards = steps["rewards"]
+            returns = episode_psi(rewards, a)
+            psi = returns - task["running_mean"] if task["running_mean"] is not None else returns
+            psi = normalize([psi], a.normalize_returns)[0]
+            stats = episode_gradient(policy, steps, psi, a.entropy_coef, grads)
+            rows = np.unique(np.concatenate(steps["idx"]))  # the first layer's touched rows
+            with lock:
+                shared_grads["w1t"][rows] += grads["w1t"][rows]
+                for k in ("b1", "w2", "b2"):
+                    shared_grads[k] += grads[k]
+            grads["w1t"][rows] = 0.0
+            for k in ("b1", "w2", "b2"):
+                grads[k].fill(0.0)
+            results.put(
+                {
+                    "type": "episode",
+                    "rank": rank,
+                    "length": len(rewards),
+                    "raw_return": steps["raw"],
+                    "reward_sum": float(rewards.sum()),
+                    "psi_sum": float(returns.sum()),
+                    **stats,
+                }
+            )
+    except Exception as e:
+        results.put(
+            {
+                "type": "error",
+                "rank": rank,
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+            }
+        )
+        results.close()
+        results.join_thread()  # make sure the error reaches the learner before we exit
+        raise SystemExit(1) from None
+    finally:
+        if env is not None:
+            env.close()
+
+
+# ------------------------------------------------------------------------------------------
+# The learner's side
+# ------------------------------------------------------------------------------------------
+
+
+def _torch_params(net) -> dict[str, torch.nn.Parameter | None]:
+    first, head = net.trunk.net[1], net.policy.linear
+    return {"w1": first.weight, "b1": first.bias, "w2": head.weight, "b2": head.bias}
+
+
+class EpisodeWorkers:
+    """`num_envs` worker processes playing and differentiating whole episodes."""
+
+    def __init__(self, cfg, seed: int):
+        self.cfg, self.a = cfg, cfg.algo
+        probe = single_env_fn(cfg.env)()
+        self.observation_space, self.action_space = probe.observation_space, probe.action_space
+        probe.close()
+        self.frames_per_step = frames_per_step(cfg.env)
+        self.seed = seed
+        self.workers: list = []
+        self.buf: dict[str, _Shared] = {}
+
+    def start(self, net) -> None:
+        params = _torch_params(net)
+        w1, w2 = params["w1"], params["w2"]
+        hidden, dim, k = w1.shape[0], w1.shape[1], w2.shape[0]
+        shapes = {"w1t": (dim, hidden), "b1": (hidden,), "w2": (k, hidden), "b2": (k,)}
+        for name, shape in shapes.items():
+            self.buf[name] = _Shared(shape, np.float32)
+            self.buf["g_" + name] = _Shared(shape, np.float32)
+            self.buf[name].array[:] = 0.0
+            self.buf["g_" + name].array[:] = 0.0
+        ctx = mp.get_context("spawn" if self.cfg.env.kind == "dmc" else "fork")
+        self.tasks, self.results = ctx.Queue(), ctx.Queue()
+        self.lock, self.stop = ctx.Lock(), ctx.Event()
+        specs = {name: b.spec for name, b in self.buf.items()}
+        settings = {
+            "algo": self.a,
+            "sigmoid": self.cfg.model.policy_head == "sigmoid",
+            "bias": bool(self.cfg.model.bias),
+            "scale": obs_scale(self.observation_space),
+            "clip": bool(self.cfg.env.get("clip_rewards", False)),
+        }
+        env_fn = single_env_fn(self.cfg.env)
+        for rank in range(self.a.num_envs):
+            p = ctx.Process(
+                target=_worker_main,
+                args=(
+                    rank,
+                    env_fn,
+                    specs,
+                    settings,
+                    self.seed + rank,
+                    self.tasks,
+                    self.results,
+                    self.lock,
+                    self.stop,
+                    os.getpid(),
+                ),
+                name=f"pixelrl-episodes-{rank}",
+                daemon=True,
+            )
+            p.start()
+            self.workers.append(p)
+
+    def _publish(self, net) -> None:
+        for name, p in _torch_params(net).items():
+            key = "w1t" if name == "w1" else name
+            dst = self.buf[key].array
+            if p is None:
+                dst[:] = 0.0
+            elif name == "w1":
+                dst[:] = p.detach().cpu().numpy().T
+            else:
+                dst[:] = p.detach().cpu().numpy()
+            self.buf["g_" + key].array[:] = 0.0
+
+    def play(self, net, running_mean, on_episode) -> dict[str, float]:
+        """Play one batch with `net`'s weights; its gradient ends up in the parameters' .grad."""
+        self._publish(net)
+        n = self.a.batch_episodes
+        for _ in range(n):
+            self.tasks.put({"running_mean": running_mean})
+        totals = {"policy_loss": 0.0, "entropy": 0.0, "batch_steps": 0.0}
+        received, last_check = 0, time.monotonic()
+        while received < n:
+            try:
+                msg = self.results.get(timeout=0.25)
+            except queue_lib.Empty:
+                msg = None
+            if msg is None or time.monotonic() - last_check > 0.5:
+                check_workers(self.workers, self.results, "reinforce episode worker")
+                last_check = time.monotonic()
+            if msg is None:
+                continue
+            if msg["type"] == "error":
+                from pixelrl.run import TrainingError
+
+                raise TrainingError(
+                    f"reinforce episode worker {msg['rank']} failed: {msg['error']}"
+                )
+            received += 1
+            totals["policy_loss"] += msg["policy_loss"]
+            totals["entropy"] += msg["entropy"]
+            totals["batch_steps"] += msg["length"]
+            on_episode(msg["length"], msg["raw_return"], msg["reward_sum"], msg["psi_sum"])
+        for name, p in _torch_params(net).items():
+            if p is None:
+                continue
+            g = torch.from_numpy(self.buf["g_" + ("w1t" if name == "w1" else name)].array)
+            p.grad = (g.t() if name == "w1" else g).to(p.device, copy=True).contiguous()
+        return totals
+
+    def close(self) -> None:
+        if self.workers:
+            stop_workers(self.workers, self.results, self.stop)
+            self.workers = []
+        for shared in self.buf.values():
+            shared.shm.close()
+            shared.shm.unlink()
+        self.buf = {}
