@@ -183,7 +183,7 @@ def test_a_killed_worker_ends_the_run_fast_without_orphans(tmp_path, popen_cli):
     workers[-1].kill()
     start = time.time()
     _, err = proc.communicate(timeout=30)
-    assert time.time() - start < 10
+    assert time.time() - start < 10, f"exit took {time.time() - start:.1f}s: {err}"
     assert proc.returncode == 1
     assert "reinforce episode worker" in err and "SIGKILL" in err, err
     assert "Traceback" not in err

@@ -346,6 +346,8 @@ class EpisodeWorkers:
 
     def play(self, net, running_mean, on_episode) -> dict[str, float]:
         """Play one batch with `net`'s weights; its gradient ends up in the parameters' .grad."""
+        # A worker that died between batches holds no task: look before handing out new ones.
+        check_workers(self.workers, self.results, "reinforce episode worker")
         self._publish(net)
         n = self.a.batch_episodes
         for _ in range(n):
