@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,8 +65,6 @@ def cli(tmp_path):
 
 def kill_tree(proc) -> None:
     """Kill a Popen'd CLI and all its children (a failing test must not leave workers behind)."""
-    import psutil
-
     try:
         parent = psutil.Process(proc.pid)
     except psutil.NoSuchProcess:
@@ -96,3 +96,18 @@ def popen_cli(tmp_path):
     for proc in procs:
         if proc.poll() is None:
             kill_tree(proc)
+
+
+def wait_for_rows(log, min_bytes=3000, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (log.exists() and log.stat().st_size > min_bytes):
+        time.sleep(0.2)
+    assert log.exists(), "training never started"
+
+
+def worker_processes(pid):
+    return [
+        c
+        for c in psutil.Process(pid).children(recursive=True)
+        if "resource_tracker" not in " ".join(c.cmdline())
+    ]

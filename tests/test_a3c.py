@@ -14,7 +14,7 @@ from pixelrl import checkpoint
 from pixelrl.shared_optim import SharedAdam, SharedRMSprop
 from pixelrl.workers import check_workers
 
-from .conftest import FAST, metrics
+from .conftest import FAST, metrics, wait_for_rows, worker_processes
 
 
 def _one_step(opt, grad_value):
@@ -69,26 +69,11 @@ def _spawn_a3c(popen_cli, *extra):
     )
 
 
-def _wait_for_rows(log, min_bytes=3000, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline and not (log.exists() and log.stat().st_size > min_bytes):
-        time.sleep(0.2)
-    assert log.exists(), "training never started"
-
-
-def _workers(pid):
-    return [
-        c
-        for c in psutil.Process(pid).children(recursive=True)
-        if "resource_tracker" not in " ".join(c.cmdline())
-    ]
-
-
 def test_killed_worker_ends_the_run_fast_without_orphans(tmp_path, popen_cli):
     proc = _spawn_a3c(popen_cli, "hydra.run.dir=run")
-    _wait_for_rows(tmp_path / "run" / "metrics.jsonl")
+    wait_for_rows(tmp_path / "run" / "metrics.jsonl")
     children = psutil.Process(proc.pid).children(recursive=True)
-    workers = _workers(proc.pid)
+    workers = worker_processes(proc.pid)
     assert len(workers) >= 2
     workers[0].kill()
     start = time.time()
@@ -105,7 +90,7 @@ def test_killed_worker_ends_the_run_fast_without_orphans(tmp_path, popen_cli):
 def test_sigterm_writes_a_checkpoint_that_resume_continues(tmp_path, popen_cli):
     proc = _spawn_a3c(popen_cli, "hydra.run.dir=run")
     log = tmp_path / "run" / "metrics.jsonl"
-    _wait_for_rows(log)
+    wait_for_rows(log)
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGTERM)
     start = time.time()

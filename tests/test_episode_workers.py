@@ -13,7 +13,8 @@ from pixelrl import compose_config
 from pixelrl.algos.episode_workers import NumpyPolicy, _torch_params, episode_gradient
 from pixelrl.algos.reinforce import accumulate_gradients, episode_psi, make_policy, normalize
 
-from .conftest import FAST, metrics
+from .conftest import FAST, metrics, wait_for_rows, worker_processes
+from .test_learning import final_eval
 
 
 def numpy_params(net) -> dict[str, np.ndarray]:
@@ -141,22 +142,9 @@ def test_karpathy_preset_uses_the_workers_and_logs_like_pg_pong(cli, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_workers_learn_catch(cli, tmp_path, seed):
-    cli(
-        "algo=reinforce",
-        "env=Catch",
-        "model.trunk=mlp",
-        "algo.collector=workers",
-        "algo.normalize_returns=episode",
-        f"seed={seed}",
-        "total_frames=40000",
-        "eval.every_frames=0",
-        "eval.episodes=50",
-        *FAST,
-        "hydra.run.dir=run",
-        check=True,
-    )
-    evals = [r for r in metrics(tmp_path / "run") if "eval/return_mean" in r]
-    assert evals[-1]["eval/return_mean"] > 0.3
+    args = ["algo=reinforce", "model.trunk=mlp", "algo.collector=workers"]
+    args += ["algo.normalize_returns=episode", f"seed={seed}", "total_frames=40000"]
+    assert final_eval(cli, tmp_path, *args) > 0.3
 
 
 def test_a_killed_worker_ends_the_run_fast_without_orphans(tmp_path, popen_cli):
@@ -172,13 +160,9 @@ def test_a_killed_worker_ends_the_run_fast_without_orphans(tmp_path, popen_cli):
         *FAST,
         "hydra.run.dir=run",
     )
-    log = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 90
-    while time.time() < deadline and not (log.exists() and log.stat().st_size > 3000):
-        time.sleep(0.2)
-    assert log.exists(), "training never started"
+    wait_for_rows(tmp_path / "run" / "metrics.jsonl")
     children = psutil.Process(proc.pid).children(recursive=True)
-    workers = [c for c in children if "resource_tracker" not in " ".join(c.cmdline())]
+    workers = worker_processes(proc.pid)
     assert len(workers) >= 2
     workers[-1].kill()
     start = time.time()
