@@ -47,6 +47,11 @@ class EvalConfig:
     episodes: int = 10
     num_envs: int = 4  # episodes run in parallel
     final: bool = True  # evaluate once more at the end of training
+    # time-to-solve runs: stop training once an evaluation's mean return reaches this (null: never)
+    target_return: float | None = None
+    # skip periodic evaluations while the mean return of the last 20 training episodes is below
+    # this (null: always evaluate); cheap early training, frequent evaluations near the target
+    min_train_return: float | None = None
 
 
 @dataclass

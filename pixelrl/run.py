@@ -131,6 +131,10 @@ class Run:
         self.spaces: dict[str, Any] | None = None
         self._eval_thread: threading.Thread | None = None
         self._eval_result = None
+        # (frames, seconds of training) of the first policy whose evaluation reached
+        # eval.target_return: training stops there
+        self.solved: tuple[int, float] | None = None
+        self._eval_waiting_said = False
 
     def set_spaces(self, obs_space, action_space) -> None:
         """Record the env's spaces (they go into every checkpoint, for load_agent)."""
@@ -138,7 +142,7 @@ class Run:
 
     # ----------------------------------------------------------------- schedule
     def done(self, frames: int) -> bool:
-        return frames >= self.cfg.total_frames or bool(self.stop)
+        return frames >= self.cfg.total_frames or bool(self.stop) or self.solved is not None
 
     def step_done(
         self,
@@ -165,7 +169,7 @@ class Run:
         ):
             self.flush_losses(frames)
         self.poll_background_eval()
-        if self._eval_every(frames):
+        if self._eval_every(frames) and self._eval_wanted(frames):
             if snapshot is None:
                 self.evaluate(frames, act)
             else:
@@ -192,7 +196,23 @@ class Run:
             video = self.evaluator.video(act, f"eval_{frames:011d}")
         return returns, lengths, video
 
-    def _log_eval(self, frames: int, returns, lengths, video) -> dict:
+    def _eval_wanted(self, frames: int) -> bool:
+        """eval.min_train_return: periodic evaluations wait for the training return to reach it."""
+        floor = self.cfg.eval.min_train_return
+        recent = self.tracker.recent_returns
+        if floor is None or (recent and sum(recent) / len(recent) >= floor):
+            return True
+        if not self._eval_waiting_said:
+            self._eval_waiting_said = True
+            self.tracker.message(
+                f"eval @ {frames:,} frames skipped: periodic evaluations wait until the mean "
+                f"return of the last {recent.maxlen} training episodes reaches {floor:g} "
+                "(eval.min_train_return)"
+            )
+        return False
+
+    def _log_eval(self, frames: int, time_s: float, returns, lengths, video) -> dict:
+        """Log one evaluation of the policy as it was at `frames` / `time_s` (training clock)."""
         metrics = self.tracker.evaluation(frames, returns, lengths)
         self.tracker.message(
             f"eval @ {frames:,} frames: return {metrics['eval/return_mean']:.2f} "
@@ -200,10 +220,21 @@ class Run:
         )
         if video is not None:
             self.tracker.video(frames, video)
+        target = self.cfg.eval.target_return
+        if target is not None and self.solved is None and metrics["eval/return_mean"] >= target:
+            self.solved = (frames, time_s)
+            self.tracker.log(
+                frames, {"eval/target_frames": frames, "eval/target_minutes": time_s / 60}
+            )
+            self.tracker.message(
+                f"target reached: eval return {metrics['eval/return_mean']:.2f} >= {target:g} "
+                f"with the policy of {frames:,} frames, {time_s / 60:.1f} min of training; stopping"
+            )
         return metrics
 
     def evaluate(self, frames: int, act: Callable[[np.ndarray], np.ndarray]) -> dict:
-        return self._log_eval(frames, *self._play_eval(frames, act))
+        time_s = self.tracker.elapsed_s
+        return self._log_eval(frames, time_s, *self._play_eval(frames, act))
 
     def evaluate_in_background(self, frames: int, snapshot) -> None:
         if self._eval_thread is not None and self._eval_thread.is_alive():
@@ -211,11 +242,11 @@ class Run:
                 f"eval @ {frames:,} frames skipped: the previous one is still running"
             )
             return
-        act = snapshot()
+        act, time_s = snapshot(), self.tracker.elapsed_s
 
         def job():
             try:
-                self._eval_result = (frames, *self._play_eval(frames, act))
+                self._eval_result = (frames, time_s, *self._play_eval(frames, act))
             except Exception as e:  # reported by the main thread
                 self._eval_result = e
 
@@ -255,7 +286,7 @@ class Run:
         self.poll_background_eval(wait=True)
         path = self.save(frames, state())
         self.tracker.message(f"checkpoint: {path}")
-        if not self.stop and self.cfg.eval.final:
+        if not self.stop and self.solved is None and self.cfg.eval.final:
             self.evaluate(frames, act)
 
     def close(self) -> None:

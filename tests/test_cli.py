@@ -330,3 +330,41 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(cli, tmp_path):
     )
     jobs = [p for p in (tmp_path / "sw").iterdir() if p.is_dir()]
     assert len(jobs) == 2 and all(metrics(j) for j in jobs)
+
+
+@pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
+def test_target_return_stops_at_the_first_evaluation_that_reaches_it(cli, tmp_path, algo):
+    # Catch returns lie in [-1, 1], so the first evaluation always reaches -1. A3C evaluates in a
+    # background thread while its workers train: the stop must still come from that evaluation.
+    args = [f"algo={algo}", "env=Catch", "total_frames=2000000", "eval.every_frames=3000"]
+    args += ["eval.target_return=-1", "eval.episodes=2", "hydra.run.dir=."]
+    proc = cli(*args, *FAST, check=True)
+    rows = metrics(tmp_path)
+    evals = [r for r in rows if "eval/return_mean" in r]
+    assert len(evals) == 1  # no final evaluation after the target is reached
+    solved = [r for r in rows if "eval/target_frames" in r]
+    assert len(solved) == 1 and solved[0]["eval/target_frames"] == evals[0]["frames"]
+    assert 0 < solved[0]["eval/target_minutes"] < 5
+    assert max(r["frames"] for r in rows) < 200_000  # stopped long before total_frames
+    assert "target reached" in proc.stdout + proc.stderr
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(("floor", "periodic"), [(5.0, False), (-1.0, True)])
+def test_min_train_return_holds_periodic_evaluations_back(cli, tmp_path, floor, periodic):
+    proc = cli(
+        "algo=actor_critic",
+        "env=Catch",
+        "total_frames=12000",
+        "eval.every_frames=3000",
+        "eval.episodes=2",
+        f"eval.min_train_return={floor}",
+        "hydra.run.dir=.",
+        *FAST,
+        check=True,
+    )
+    evals = [r for r in metrics(tmp_path) if "eval/return_mean" in r]
+    # Catch never returns 5: only the final evaluation runs; -1 is always reached: all of them
+    assert len(evals) == (5 if periodic else 1)
+    said = (proc.stdout + proc.stderr).count("eval.min_train_return")
+    assert said == (0 if periodic else 1)
