@@ -235,6 +235,9 @@ class DDPGConfig(AlgoConfig):
     ou_theta: float = 0.15
     ou_sigma: float = 0.2
     double_q: bool = False  # two Q heads, min of the targets (clipped double-Q); off stays DDPG
+    # the encoder's convolutions in the update: fp32 | bf16 (autocast; heads, losses and weights
+    # stay fp32) | auto (bf16 where the hardware multiplies it natively: AMX CPUs, CUDA with bf16)
+    precision: str = "auto"
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +337,7 @@ ALGO_CHOICES = {
         "algo.noise": ("gaussian", "ou"),
         "algo.optimizer": ("adam",),
         "algo.encoder": ("drq", "nature", "a3c"),
+        "algo.precision": ("auto", "fp32", "bf16"),
     },
 }
 

@@ -62,7 +62,9 @@ class ConvEncoder(nn.Module):
             self.out_dim = int(self.convs(torch.zeros(1, *obs_shape)).shape[1])
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.convs(obs.float() * self.scale)
+        kind = obs.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.float32
+        return self.convs(obs.to(dtype) * self.scale)
 
 
 class ConvTrunk(nn.Module):

@@ -13,7 +13,15 @@ from omegaconf import OmegaConf
 
 import pixelrl
 from pixelrl import checkpoint
-from pixelrl.algos.ddpg import DDPG, OUNoise, linear_decay, make_policy, random_shift, soft_update
+from pixelrl.algos.ddpg import (
+    DDPG,
+    OUNoise,
+    linear_decay,
+    make_policy,
+    random_shift,
+    soft_update,
+    use_bf16,
+)
 from pixelrl.config import ConfigError, DDPGConfig
 from pixelrl.video import read_video
 
@@ -139,6 +147,32 @@ def test_critic_loss_falls_on_a_fixed_batch():
     b["discount"][:] = 0.0  # plain regression onto the rewards
     losses = [agent.update(b, 0.2)["critic_loss"] for _ in range(30)]
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_precision_is_bf16_only_where_asked_or_native():
+    cpu = torch.device("cpu")
+    assert not use_bf16("fp32", cpu) and use_bf16("bf16", cpu)
+    native = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    assert use_bf16("auto", cpu) == native
+    assert not use_bf16("auto", torch.device("mps"))
+
+
+def test_bf16_update_runs_the_encoder_in_bf16_and_keeps_fp32_weights_and_losses():
+    b = batch()
+    out = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        agent = DDPG(cfg(augment=False, precision=precision), OBS, ACT, torch.device("cpu"))
+        dtypes = []
+        conv = agent.encoder.convs[0]
+        hook = conv.register_forward_hook(lambda m, i, o, d=dtypes: d.append(o.dtype))
+        out[precision] = agent.update(b, smoothing_std=0.0)
+        hook.remove()
+        expected = torch.bfloat16 if precision == "bf16" else torch.float32
+        assert dtypes == [expected, expected]  # the observations and the next observations
+        assert all(p.dtype == torch.float32 for p in agent.encoder.parameters())
+    for k in ("critic_loss", "q", "target_q"):
+        assert out["bf16"][k] == pytest.approx(out["fp32"][k], rel=0.05, abs=1e-3)
 
 
 # ---------------------------------------------------------------- the CLI, end to end
@@ -285,6 +319,10 @@ BAD_CONFIG = [  # caught by validate() before anything runs
         "algo.noise='pink' is not allowed; choose one of: gaussian, ou",
     ),
     (["algo=ddpg", "env=Reach", "algo.tau=0"], "algo.tau=0.0 is out of range; it must be > 0"),
+    (
+        ["algo=ddpg", "env=Reach", "algo.precision=fp16"],
+        "algo.precision='fp16' is not allowed; choose one of: auto, fp32, bf16",
+    ),
 ]
 
 

@@ -94,6 +94,19 @@ def soft_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) ->
         t.lerp_(o, tau)
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """algo.precision: bf16 autocast for the encoder where the hardware multiplies bf16 natively
+    (Intel AMX: 2-3x faster conv updates than fp32 on CPU; bf16-capable CUDA GPUs), fp32 elsewhere
+    (without native support bf16 is emulated and slower)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
 class DDPG:
     """The learner: networks, optimizers and one update on a replay batch."""
 
@@ -113,6 +126,15 @@ class DDPG:
         critic_params = [*self.encoder.parameters(), *self.critic.parameters()]
         self.critic_opt = torch.optim.Adam(critic_params, lr=a.lr, eps=a.eps)
         self.actor_opt = torch.optim.Adam(self.actor.head.parameters(), lr=a.lr, eps=a.eps)
+        self.bf16 = use_bf16(a.precision, device)
+
+    def _encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The encoder, under bf16 autocast when enabled; features come back as fp32, so Q values
+        (which reach hundreds) and the losses keep fp32 resolution."""
+        if not self.bf16:
+            return self.encoder(obs)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            return self.encoder(obs).float()
 
     def _clip(self, params) -> None:
         if self.a.max_grad_norm > 0:
@@ -128,9 +150,9 @@ class DDPG:
         reward = torch.as_tensor(batch["reward"], device=dev)
         discount = torch.as_tensor(batch["discount"], device=dev)
 
-        features = self.encoder(obs)
+        features = self._encode(obs)
         with torch.no_grad():
-            next_features = self.encoder(next_obs)
+            next_features = self._encode(next_obs)
             next_action = self.actor_target(next_features)
             if a.target_smoothing:
                 eps = (torch.randn_like(next_action) * smoothing_std).clamp(
@@ -147,7 +169,9 @@ class DDPG:
         self.critic_opt.step()
 
         detached = features.detach()
+        self.critic.requires_grad_(False)  # the actor's loss needs no critic weight gradients
         actor_loss = -self.critic(detached, self.actor.head(detached)).min(dim=-1).values.mean()
+        self.critic.requires_grad_(True)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self._clip(self.actor.head.parameters())
