@@ -103,6 +103,13 @@ BENCHES = {
         ["algo=ddpg", "env=Pendulum"],
         1,
     ),
+    "ddpg_pendulum_fp32": Bench(
+        "ddpg_pendulum_fp32",
+        "ddpg_pendulum with algo.precision=fp32 (what algo.precision=auto gains on bf16 hardware)",
+        ["algo=ddpg", "env=Pendulum", "algo.warmup_frames=1000", "algo.precision=fp32"],
+        ["algo=ddpg", "env=Pendulum"],
+        1,
+    ),
     "ddpg_cartpole": Bench(
         "ddpg_cartpole",
         "DDPG, dmc cartpole_swingup, action repeat 8, batch 256, 84x84 (needs the dmc extra)",

@@ -165,6 +165,10 @@ class ActorCriticConfig(AlgoConfig):
     gae_lambda: float = 0.95
     entropy_coef: float = 0.01
     value_coef: float = 0.5
+    # the loss's forward pass: fp32 (graphs kept while acting) | bf16 (act without graphs, then one
+    # forward over the whole rollout with the trunk under bf16 autocast; heads, losses, weights fp32)
+    # | auto (bf16 where the hardware multiplies it natively: AMX CPUs, CUDA with bf16)
+    precision: str = "auto"
 
 
 @dataclass
@@ -321,10 +325,12 @@ ALGO_CHOICES = {
     "actor_critic": {
         "algo.psi": ("td", "q", "advantage", "gae"),
         "algo.optimizer": ("rmsprop", "adam"),
+        "algo.precision": ("auto", "fp32", "bf16"),
     },
     "a3c": {
         "algo.psi": ("advantage", "gae", "td", "q"),
         "algo.optimizer": ("shared_rmsprop", "shared_adam"),
+        "algo.precision": ("auto", "fp32", "bf16"),
     },
     "reinforce": {
         "algo.psi": ("total", "reward_to_go", "baseline"),

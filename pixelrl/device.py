@@ -52,3 +52,15 @@ def describe(device: torch.device) -> str:
         n = torch.get_num_threads()
         return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return str(device)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """algo.precision: bf16 autocast where the hardware multiplies bf16 natively (Intel AMX CPUs,
+    bf16-capable CUDA GPUs), fp32 elsewhere (without native support bf16 is emulated, slower)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return False

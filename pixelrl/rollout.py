@@ -13,17 +13,23 @@ from pixelrl.returns import actor_critic_targets
 
 
 def collect(
-    net, envs, obs: torch.Tensor, n_steps: int, device, on_episodes
+    net, envs, obs: torch.Tensor, n_steps: int, device, on_episodes, bf16: bool = False
 ) -> tuple[dict, torch.Tensor]:
-    """Play n_steps on every env with the current policy, keeping the autograd graph.
-
-    Returns the rollout (logits, values, actions, rewards, flags, next_values) and the next obs.
+    """Play n_steps on every env with the current policy; returns the rollout (logits and values
+    with their autograd graph, actions, rewards, flags, next_values) and the next obs.
     `on_episodes(info, steps_done)` sees each step's info (episode stats).
+
+    fp32 keeps each step's graph while acting. With `bf16`, acting runs without graphs and the
+    loss's logits and values come from one forward pass over all n_steps x envs observations with
+    the trunk under bf16 autocast (heads in fp32): one large batch instead of n_steps small ones,
+    on bf16 matrix units. Advantages then use the fp32 values the policy acted with.
     """
-    logits_t, values_t, actions_t, rewards_t, term_t, trunc_t = [], [], [], [], [], []
+    grad = not bf16
+    logits_t, values_t, actions_t, rewards_t, term_t, trunc_t, obs_t = [], [], [], [], [], [], []
     boot = []  # (t, env indices, V(final obs)) for truncated episodes
     for t in range(n_steps):
-        logits, value = net(obs)
+        with torch.set_grad_enabled(grad):
+            logits, value = net(obs)
         with torch.no_grad():
             action = sample_actions(logits)
         next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
@@ -33,6 +39,7 @@ def collect(
             with torch.no_grad():
                 final = torch.as_tensor(info["final_obs"][idx], device=device)
                 boot.append((t, torch.as_tensor(idx, device=device), net(final)[1]))
+        obs_t.append(obs)
         logits_t.append(logits)
         values_t.append(value)
         actions_t.append(action)
@@ -55,14 +62,27 @@ def collect(
         "truncated": torch.stack(trunc_t),
         "next_values": next_values,
     }
+    if bf16:
+        rollout["acted_values"] = values
+        rollout["logits"], rollout["values"] = _bf16_forward(net, torch.stack(obs_t), device)
     return rollout, obs
+
+
+def _bf16_forward(net, obs: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and values, with graphs, for (T, N, ...) observations in one batch."""
+    steps, envs = obs.shape[:2]
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        features = net.trunk(obs.flatten(0, 1))
+    features = features.float()
+    logits = net.policy(features)
+    return logits.view(steps, envs, -1), net.value(features).view(steps, envs)
 
 
 def loss_from_rollout(rollout: dict, algo_cfg) -> tuple[torch.Tensor, dict]:
     psi, targets = actor_critic_targets(
         algo_cfg.psi,
         rollout["rewards"],
-        rollout["values"].detach(),
+        rollout.get("acted_values", rollout["values"]).detach(),
         rollout["next_values"],
         rollout["terminated"],
         rollout["truncated"],

@@ -146,3 +146,31 @@ def test_worker_error_is_reported_with_its_message():
     assert p.exitcode == 1
     with pytest.raises(TrainingError, match=r"a3c worker 3 failed: ValueError: env.kind='bogus'"):
         check_workers([p], queue, "a3c worker")
+
+
+def test_bf16_rollout_acts_the_same_and_its_gradient_matches_fp32():
+    from pixelrl import compose_config
+    from pixelrl.algos.a3c import make_policy
+    from pixelrl.envs import TRAIN, make_vector_env
+    from pixelrl.rollout import collect, loss_from_rollout
+
+    cfg = compose_config(["algo=a3c", "env=Pong"])
+    grads, actions = {}, {}
+    for bf16 in (False, True):
+        envs = make_vector_env(cfg.env, 4, mode=TRAIN, num_threads=1)
+        obs, _ = envs.reset(seed=3)
+        torch.manual_seed(0)
+        net = make_policy(cfg, envs.single_observation_space, envs.single_action_space)
+        rollout, _ = collect(
+            net, envs, torch.as_tensor(obs), 6, torch.device("cpu"), lambda *_: None, bf16
+        )
+        envs.close()
+        loss, _ = loss_from_rollout(rollout, cfg.algo)
+        loss.backward()
+        grads[bf16] = torch.cat([p.grad.flatten() for p in net.parameters()])
+        actions[bf16] = rollout["actions"]
+        assert rollout["logits"].dtype == rollout["values"].dtype == torch.float32
+    assert torch.equal(actions[False], actions[True])  # acting is fp32 either way
+    cosine = torch.nn.functional.cosine_similarity(grads[False], grads[True], dim=0)
+    assert cosine > 0.99
+    assert abs(float(grads[True].norm() / grads[False].norm()) - 1) < 0.05

@@ -20,9 +20,9 @@ from pixelrl.algos.ddpg import (
     make_policy,
     random_shift,
     soft_update,
-    use_bf16,
 )
 from pixelrl.config import ConfigError, DDPGConfig
+from pixelrl.device import use_bf16
 from pixelrl.video import read_video
 
 from .conftest import FAST, last_json_line, metrics

@@ -22,6 +22,7 @@ import traceback
 import torch
 from omegaconf import OmegaConf
 
+from pixelrl.device import use_bf16
 from pixelrl.envs import EVAL, TRAIN, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
@@ -51,6 +52,7 @@ class Learner:
         obs, _ = self.envs.reset(seed=cfg.seed + rank * a.num_envs)
         self.obs = torch.as_tensor(obs)
         self.frames_per_update = a.n_steps * a.num_envs * self.envs.frames_per_step
+        self.bf16 = use_bf16(a.precision, torch.device("cpu"))
         self.updates = 0
 
     def update(self, global_frames: int) -> dict:
@@ -64,7 +66,7 @@ class Learner:
                     episodes.append((float(info["episode"]["r"][i]), int(info["episode"]["l"][i])))
 
         rollout, self.obs = collect(
-            self.net, self.envs, self.obs, a.n_steps, torch.device("cpu"), on_episodes
+            self.net, self.envs, self.obs, a.n_steps, torch.device("cpu"), on_episodes, self.bf16
         )
         loss, metrics = loss_from_rollout(rollout, a)
         self.net.zero_grad(set_to_none=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from pixelrl.device import use_bf16
 from pixelrl.envs import TRAIN, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
@@ -43,6 +44,7 @@ def train(run: Run) -> None:
 
     frames_per_step = envs.frames_per_step * a.num_envs
     act = act_fn(net, device)
+    bf16 = use_bf16(a.precision, device)
 
     def state():
         return {
@@ -57,7 +59,7 @@ def train(run: Run) -> None:
     obs = torch.as_tensor(obs_np, device=device)
     try:
         while not run.done(frames):
-            rollout, obs = collect(net, envs, obs, a.n_steps, device, on_episodes)
+            rollout, obs = collect(net, envs, obs, a.n_steps, device, on_episodes, bf16)
             frames += a.n_steps * frames_per_step
             loss, metrics = loss_from_rollout(rollout, a)
             lr = linear_lr(a.lr, frames, cfg.total_frames, a.lr_decay)

@@ -20,6 +20,7 @@ import torch
 
 from pixelrl.buffers import ReplayBuffer
 from pixelrl.config import ConfigError
+from pixelrl.device import use_bf16
 from pixelrl.envs import TRAIN, control, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import (
@@ -92,19 +93,6 @@ class OUNoise:
 def soft_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> None:
     for t, o in zip(target.parameters(), online.parameters()):
         t.lerp_(o, tau)
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """algo.precision: bf16 autocast for the encoder where the hardware multiplies bf16 natively
-    (Intel AMX: 2-3x faster conv updates than fp32 on CPU; bf16-capable CUDA GPUs), fp32 elsewhere
-    (without native support bf16 is emulated and slower)."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-    return False
 
 
 class DDPG:
