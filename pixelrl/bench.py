@@ -56,6 +56,14 @@ BENCHES = {
         16,
         gpu=False,
     ),
+    "a3c_pong_fp32": Bench(
+        "a3c_pong_fp32",
+        "a3c_pong with algo.precision=fp32 (what algo.precision=auto gains on bf16 hardware)",
+        ["algo=a3c", "env=Pong", "algo.precision=fp32"],
+        ["env=Pong"],
+        16,
+        gpu=False,
+    ),
     "a3c_pong_nature": Bench(
         "a3c_pong_nature",
         "A3C, 2 workers x 8 envs, Nature CNN",
