@@ -82,6 +82,9 @@ def config_from_checkpoint(
 def _set_threads(cfg: DictConfig) -> None:
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
+    # Denormal floats are computed in microcode on x86: once a policy grows confident, its tiny
+    # probabilities fill the backward pass with them (A3C updates 15-20 % slower late in Pong)
+    torch.set_flush_denormal(True)
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name) -> int:

@@ -106,6 +106,7 @@ def _worker_main(
     """Entry point of a spawned worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the main process, which stops us
     torch.set_num_threads(1)  # else workers oversubscribe the cores and serialize
+    torch.set_flush_denormal(True)  # a spawned process starts without the main one's setting
     learner = None
     try:
         cfg = OmegaConf.create(cfg_dict)
