@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pixelrl import algos, checkpoint
+from pixelrl import algos, checkpoint, compose_config
 from pixelrl.config import ConfigError, validate
 from pixelrl.device import describe, resolve_device
 from pixelrl.run import Run, seed_everything
@@ -42,6 +42,17 @@ def _explicit(overrides: list[str], prefixes: tuple[str, ...]) -> list[str]:
     return keep
 
 
+def _with_new_defaults(saved: DictConfig) -> DictConfig:
+    """A checkpoint's config with the keys added to the schema since it was written (at their
+    defaults, composed for the run's algo and env), so that older runs still resume and load."""
+    try:
+        base = compose_config([f"algo={saved.algo.name}", f"env={saved.env.name}"], check=False)
+    except Exception:  # an algo or env this version no longer has: the checks that follow say so
+        return saved
+    OmegaConf.set_struct(base, False)
+    return OmegaConf.merge(base, saved)
+
+
 def config_from_checkpoint(
     payload: dict, cli_cfg: DictConfig, overrides: list[str], what: str
 ) -> DictConfig:
@@ -49,7 +60,7 @@ def config_from_checkpoint(
     on top (e.g. `env.sticky_actions=0.25` to evaluate under other settings). `resume` keeps the
     run's own evaluation, logging and checkpoint settings unless the command line names them;
     `load` (eval / watch) takes those from the command line."""
-    cfg = OmegaConf.create(payload["config"])
+    cfg = _with_new_defaults(OmegaConf.create(payload["config"]))
     chosen = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if "=" in o}
     if "algo" in chosen and chosen["algo"] != cfg.algo.name:
         raise ConfigError(
@@ -161,7 +172,7 @@ def build_agent(payload: dict, cfg: DictConfig, device: torch.device) -> Agent:
 def load_agent(path: str, device: str = "cpu") -> Agent:
     """Python API: the greedy agent saved in a checkpoint (a .pt file or a run dir)."""
     payload = checkpoint.load(path)
-    cfg = OmegaConf.create(payload["config"])
+    cfg = _with_new_defaults(OmegaConf.create(payload["config"]))
     return build_agent(payload, cfg, resolve_device(device))
 
 

@@ -368,3 +368,18 @@ def test_min_train_return_holds_periodic_evaluations_back(cli, tmp_path, floor, 
     assert len(evals) == (5 if periodic else 1)
     said = (proc.stdout + proc.stderr).count("eval.min_train_return")
     assert said == (0 if periodic else 1)
+
+
+def test_resume_and_load_a_checkpoint_older_than_the_newest_config_keys(cli, tmp_path):
+    args = ["algo=actor_critic", "env=Catch", "eval.every_frames=0", "eval.final=false", *FAST]
+    cli(*args, "total_frames=2000", "hydra.run.dir=old", check=True)
+    path = tmp_path / "old" / "checkpoints" / "last.pt"
+    payload = torch.load(path, weights_only=False)
+    del payload["config"]["eval"]["min_train_return"]  # as written before these keys existed
+    del payload["config"]["algo"]["precision"]
+    checkpoint.save(path, payload)
+    proc = cli("resume=old", "total_frames=4000", *FAST, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert max(r["frames"] for r in metrics(tmp_path / "old")) >= 4000
+    proc = cli("mode=eval", "load=old", "eval.episodes=2", *FAST, timeout=120)
+    assert proc.returncode == 0, proc.stderr
