@@ -231,10 +231,17 @@ def _worker_main(rank, env_fn, specs, settings, seed, tasks, results, lock, stop
             psi = normalize([psi], a.normalize_returns)[0]
             stats = episode_gradient(policy, steps, psi, a.entropy_coef, grads)
             rows = np.unique(np.concatenate(steps["idx"]))  # the first layer's touched rows
-            with lock:
+            # a worker killed inside the lock never releases it: wait in slices, so that the
+            # others still see the stop the learner then sends
+            while not lock.acquire(timeout=0.25):
+                if stop.is_set():
+                    return
+            try:
                 shared_grads["w1t"][rows] += grads["w1t"][rows]
                 for k in ("b1", "w2", "b2"):
                     shared_grads[k] += grads[k]
+            finally:
+                lock.release()
             grads["w1t"][rows] = 0.0
             for k in ("b1", "w2", "b2"):
                 grads[k].fill(0.0)
