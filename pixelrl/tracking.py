@@ -3,6 +3,7 @@
 Metric names are grouped: `train/...`, `losses/...`, `eval/...`, `charts/...`. Every line of
 metrics.jsonl has `frames` (emulator frames so far) and `time_s` (training wall-clock seconds,
 continued across `resume=`). Each line is flushed when written, so a killed run keeps its log.
+A resumed run logs to the same W&B run id as the run it continues (kept in wandb/run_id).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import collections
 import json
 import math
 import os
+import secrets
+import string
 import sys
 import time
 from pathlib import Path
@@ -78,7 +81,10 @@ class Tracker:
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
+        run_id = _wandb_run_id(self.run_dir / "wandb", resuming=self._start_frames > 0)
         self._wandb = wandb.init(
+            id=run_id,
+            resume="allow",  # online: continue the run; offline: a new folder with the same id
             mode=wcfg.mode,
             dir=str(self.run_dir),
             project=wcfg.project,
@@ -200,6 +206,20 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _wandb_run_id(wandb_dir: Path, resuming: bool) -> str:
+    """The W&B run id for this run dir: the one saved by the run being resumed, else a new one."""
+    path = wandb_dir / "run_id"
+    if resuming and path.is_file():
+        saved = path.read_text().strip()
+        if saved:
+            return saved
+    alphabet = string.ascii_lowercase + string.digits  # what W&B's own ids are made of
+    run_id = "".join(secrets.choice(alphabet) for _ in range(8))
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
 
 
 def _human(n: float) -> str:

@@ -162,13 +162,22 @@ def test_eval_and_watch_from_checkpoint(pong_run, cli):
 def test_resume_continues_frame_count(pong_run, cli):
     root, run_dir, _ = pong_run
     before = metrics(run_dir)
-    proc = cli(f"resume={run_dir}", "total_frames=6000", *FAST, check=True)
+    fast = [a for a in FAST if not a.startswith("logger.wandb.mode")]
+    proc = cli(
+        f"resume={run_dir}", "total_frames=6000", "logger.wandb.mode=offline", *fast, check=True
+    )
     assert "resuming at" in proc.stdout + proc.stderr
     after = metrics(run_dir)[len(before) :]  # appended to the same run's log
     assert after and min(r["frames"] for r in after) >= 5200
     assert checkpoint.load(run_dir)["frames"] >= 6000
     # time continues too
     assert max(r["time_s"] for r in after) > max(r["time_s"] for r in before)
+    # and so does the W&B run: a second offline folder with the first one's run id
+    first, second = sorted(
+        (run_dir / "wandb").glob("offline-run-*"), key=lambda p: p.stat().st_mtime
+    )
+    run_id = (run_dir / "wandb" / "run_id").read_text().strip()
+    assert first.name.endswith(run_id) and run_id in second.name
 
 
 def test_resume_drops_the_rows_logged_after_the_checkpoint(tmp_path):
