@@ -64,3 +64,10 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if device.type == "cpu":
         return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     return False
+
+
+def bf16_features(module: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`module(x)` (a conv trunk or encoder) under bf16 autocast, returned as fp32 so that the heads,
+    the values (which reach hundreds) and the losses keep fp32 resolution."""
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        return module(x).float()

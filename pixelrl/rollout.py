@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from pixelrl.device import bf16_features
 from pixelrl.losses import policy_gradient_loss
 from pixelrl.models import sample_actions
 from pixelrl.returns import actor_critic_targets
@@ -39,7 +40,8 @@ def collect(
             with torch.no_grad():
                 final = torch.as_tensor(info["final_obs"][idx], device=device)
                 boot.append((t, torch.as_tensor(idx, device=device), net(final)[1]))
-        obs_t.append(obs)
+        if bf16:
+            obs_t.append(obs)  # for the one batched forward below
         logits_t.append(logits)
         values_t.append(value)
         actions_t.append(action)
@@ -71,9 +73,7 @@ def collect(
 def _bf16_forward(net, obs: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and values, with graphs, for (T, N, ...) observations in one batch."""
     steps, envs = obs.shape[:2]
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        features = net.trunk(obs.flatten(0, 1))
-    features = features.float()
+    features = bf16_features(net.trunk, obs.flatten(0, 1), device)
     logits = net.policy(features)
     return logits.view(steps, envs, -1), net.value(features).view(steps, envs)
 

@@ -20,7 +20,7 @@ import torch
 
 from pixelrl.buffers import ReplayBuffer
 from pixelrl.config import ConfigError
-from pixelrl.device import use_bf16
+from pixelrl.device import bf16_features, use_bf16
 from pixelrl.envs import TRAIN, control, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import (
@@ -117,12 +117,8 @@ class DDPG:
         self.bf16 = use_bf16(a.precision, device)
 
     def _encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """The encoder, under bf16 autocast when enabled; features come back as fp32, so Q values
-        (which reach hundreds) and the losses keep fp32 resolution."""
-        if not self.bf16:
-            return self.encoder(obs)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            return self.encoder(obs).float()
+        """The encoder's features, fp32 in any case (bf16 autocast inside when enabled)."""
+        return bf16_features(self.encoder, obs, self.device) if self.bf16 else self.encoder(obs)
 
     def _clip(self, params) -> None:
         if self.a.max_grad_norm > 0:
