@@ -63,10 +63,15 @@ class TrainingError(RuntimeError):
 
 class StopFlag:
     """First Ctrl-C / SIGTERM asks the loop to stop after the current update (a final checkpoint
-    is written); a second Ctrl-C aborts at once."""
+    is written); a second Ctrl-C aborts at once. A SIGINT that arrives within `repeat_s` of the
+    first is the same request delivered twice (`timeout -s INT` signals the process and then its
+    whole group), not a second Ctrl-C."""
+
+    repeat_s = 0.25
 
     def __init__(self):
         self.signum: int | None = None
+        self._at = 0.0
         self._old: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -79,9 +84,11 @@ class StopFlag:
         self._old.clear()
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is not None:
+            if signum == signal.SIGINT and time.monotonic() - self._at > self.repeat_s:
+                raise KeyboardInterrupt
+            return
+        self.signum, self._at = signum, time.monotonic()
         name = signal.Signals(signum).name
         print(
             f"\n{name}: stopping after this update and saving a checkpoint (Ctrl-C again aborts)",

@@ -1,6 +1,7 @@
 """The real CLI, end to end, with tiny budgets."""
 
 import json
+import os
 import signal
 import time
 
@@ -291,6 +292,7 @@ def test_sigint_keeps_checkpoint_and_metrics(tmp_path, popen_cli):
     while time.time() < deadline and not (log.exists() and log.stat().st_size > 2000):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # `timeout -s INT` delivers it twice: still a clean stop
     start = time.time()
     out, err = proc.communicate(timeout=30)
     assert time.time() - start < 10
@@ -301,6 +303,23 @@ def test_sigint_keeps_checkpoint_and_metrics(tmp_path, popen_cli):
     rows = metrics(tmp_path / "run")  # every line parses
     assert rows and max(r["frames"] for r in rows) <= payload["frames"]
     assert np.isfinite([r["time_s"] for r in rows]).all()
+
+
+def test_a_repeated_sigint_is_one_request_and_a_later_one_aborts():
+    from pixelrl.run import StopFlag
+
+    stop = StopFlag()
+    stop.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # at once: the same request, delivered twice
+        assert stop and stop.exit_code == 130
+        time.sleep(StopFlag.repeat_s + 0.1)
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C later on aborts
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+    finally:
+        stop.uninstall()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

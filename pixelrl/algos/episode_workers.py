@@ -36,6 +36,7 @@ import torch
 from pixelrl.envs import frames_per_step, single_env_fn
 from pixelrl.envs.vector import _Shared
 from pixelrl.models import obs_scale
+from pixelrl.run import TrainingError
 from pixelrl.workers import check_workers, stop_workers
 
 STOP_CHECK_STEPS = 256  # env steps between looks at the stop flag inside an episode
@@ -372,8 +373,6 @@ class EpisodeWorkers:
             if msg is None:
                 continue
             if msg["type"] == "error":
-                from pixelrl.run import TrainingError
-
                 raise TrainingError(
                     f"reinforce episode worker {msg['rank']} failed: {msg['error']}"
                 )
