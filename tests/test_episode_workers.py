@@ -93,7 +93,10 @@ def test_numpy_gradient_equals_the_torch_learners(case):
     for ep in episodes:
         psi = normalize([episode_psi(ep["rewards"], a)], a.normalize_returns)[0]
         steps = play_fixed(policy, ep["obs"], ep["actions"])
-        stats = episode_gradient(policy, steps, psi, a.entropy_coef, grads)
+        before = grads["w1t"].copy()
+        stats, rows = episode_gradient(policy, steps, psi, a.entropy_coef, grads)
+        changed = np.flatnonzero((grads["w1t"] != before).any(1))
+        assert np.isin(changed, rows).all()  # the rows a worker adds to the shared buffer
         assert np.isfinite(stats["policy_loss"]) and stats["entropy"] > 0
     got = {"w1": grads["w1t"].T, "b1": grads["b1"], "w2": grads["w2"], "b2": grads["b2"]}
     for k, g in expected.items():

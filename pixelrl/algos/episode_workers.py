@@ -31,6 +31,7 @@ import time
 import traceback
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from pixelrl.envs import frames_per_step, single_env_fn
@@ -116,9 +117,10 @@ def episode_gradient(
     psi: np.ndarray,
     entropy_coef: float,
     out: dict[str, np.ndarray],
-) -> dict[str, float]:
+) -> tuple[dict[str, float], np.ndarray]:
     """Add d(loss)/d(params) of one episode to `out`, loss = sum_t -Psi_t log pi(a_t|s_t) -
-    entropy_coef H(pi(.|s_t)): the batched learner's loss, differentiated by hand."""
+    entropy_coef H(pi(.|s_t)): the batched learner's loss, differentiated by hand.
+    Returns (loss statistics, the first layer's rows this episode touched)."""
     actions = np.asarray(steps["actions"])
     t_len = len(actions)
     logits = np.asarray(steps["logits"], np.float64).reshape(t_len, -1)  # (T, K)
@@ -139,29 +141,31 @@ def episode_gradient(
     d_hidden = d_out @ policy.w2
     d_hidden *= hidden > 0
     out["b1"] += d_hidden.sum(0)
-    _scatter_first_layer(out["w1t"], steps["idx"], steps["vals"], d_hidden)
-    return {
+    rows, block = first_layer_gradient(steps["idx"], steps["vals"], d_hidden, out["w1t"].shape[0])
+    out["w1t"][rows] += block
+    stats = {
         "policy_loss": float(-(psi * logp[np.arange(t_len), actions]).sum()),
         "entropy": float(entropy.sum()),
     }
+    return stats, rows
 
 
-def _scatter_first_layer(g_w1t, idx_list, vals_list, d_hidden) -> None:
-    """g_w1t[i] += sum over steps t with input i nonzero of x_t[i] * d_hidden[t]."""
+def first_layer_gradient(idx_list, vals_list, d_hidden, dim) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, block): the gradient of W1^T is `block` on `rows` and zero elsewhere, where
+    block[r] = sum over steps t with input rows[r] nonzero of x_t[rows[r]] * d_hidden[t]."""
     counts = np.fromiter((len(i) for i in idx_list), np.int64, len(idx_list))
-    dim = g_w1t.shape[0]
+    indptr = np.zeros(len(idx_list) + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    idx, vals = np.concatenate(idx_list), np.concatenate(vals_list)
     if counts.mean() * 8 >= dim:  # dense inputs: one matrix product
         x = np.zeros((len(idx_list), dim), np.float32)
-        x[np.repeat(np.arange(len(idx_list)), counts), np.concatenate(idx_list)] = np.concatenate(
-            vals_list
-        )
-        g_w1t += x.T @ d_hidden
-        return
-    # Sparse inputs (~20 of 6,400 pixels differ per pg-pong frame): a row update per step is
-    # faster than any sort/reduce over all of the episode's (pixel, step) pairs.
-    for idx, vals, dh in zip(idx_list, vals_list, d_hidden):
-        if len(idx):
-            g_w1t[idx] += vals[:, None] * dh
+        x[np.repeat(np.arange(len(idx_list)), counts), idx] = vals
+        return np.arange(dim), x.T @ d_hidden
+    # Sparse inputs (~20 of 6,400 pixels differ per pg-pong frame): X^T as a sparse matrix (pixels
+    # x steps, CSR) times d_hidden, on the touched pixels only; 5x faster than a row update per step.
+    xt = scipy.sparse.csr_matrix((vals, idx, indptr), shape=(len(idx_list), dim)).T.tocsr()
+    rows = np.flatnonzero(np.diff(xt.indptr))
+    return rows, xt[rows] @ d_hidden
 
 
 def play_episode(env, obs, policy: NumpyPolicy, rng, stop, clip: bool) -> dict | None:
@@ -230,8 +234,7 @@ def _worker_main(rank, env_fn, specs, settings, seed, tasks, results, lock, stop
             returns = episode_psi(rewards, a)
             psi = returns - task["running_mean"] if task["running_mean"] is not None else returns
             psi = normalize([psi], a.normalize_returns)[0]
-            stats = episode_gradient(policy, steps, psi, a.entropy_coef, grads)
-            rows = np.unique(np.concatenate(steps["idx"]))  # the first layer's touched rows
+            stats, rows = episode_gradient(policy, steps, psi, a.entropy_coef, grads)
             # a worker killed inside the lock never releases it: wait in slices, so that the
             # others still see the stop the learner then sends
             while not lock.acquire(timeout=0.25):
