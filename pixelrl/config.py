@@ -239,6 +239,9 @@ class DDPGConfig(AlgoConfig):
     ou_theta: float = 0.15
     ou_sigma: float = 0.2
     double_q: bool = False  # two Q heads, min of the targets (clipped double-Q); off stays DDPG
+    # weight of mean(sum over action dims of u^2), u = the actor's input to tanh, in the actor's
+    # loss: keeps the actor out of tanh's flat tails, where Adam walks it ever further out
+    pre_tanh_l2: float = 0.0
     # the encoder's convolutions in the update: fp32 | bf16 (autocast; heads, losses and weights
     # stay fp32) | auto (bf16 where the hardware multiplies it natively: AMX CPUs, CUDA with bf16)
     precision: str = "auto"
@@ -384,6 +387,7 @@ _LOWER_BOUNDS = {
     "algo.noise_std_end": (0, True),
     "algo.noise_decay_frames": (0, False),
     "algo.noise_clip": (0, True),
+    "algo.pre_tanh_l2": (0, True),
     "algo.ou_theta": (0, True),
     "algo.ou_sigma": (0, True),
     "algo.tau": (0, False),

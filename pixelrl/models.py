@@ -235,8 +235,11 @@ class ActorHead(nn.Module):
         self.mu = _mlp(feature_dim, hidden, action_dim)
         init_orthogonal(self, gain=1.0)
 
+    def pre_tanh(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mu(self.features(features))
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.mu(self.features(features)))
+        return torch.tanh(self.pre_tanh(features))
 
 
 class QHead(nn.Module):

@@ -120,7 +120,7 @@ def test_critic_trains_the_encoder_and_the_actor_reads_detached_features(which):
     enc, head, critic = params(agent.encoder), params(agent.actor.head), params(agent.critic)
     target = params(agent.critic_target)
     metrics = agent.update(batch(), smoothing_std=0.2)
-    assert set(metrics) == {"critic_loss", "actor_loss", "q", "target_q"}
+    assert set(metrics) == {"critic_loss", "actor_loss", "q", "target_q", "saturated"}
     assert changed(enc, agent.encoder) == (which == "critic")
     assert changed(critic, agent.critic) == (which == "critic")
     assert changed(head, agent.actor.head) == (which == "actor")
@@ -138,6 +138,27 @@ def test_double_q_has_two_heads_and_uses_the_smaller_target():
     b["reward"][:] = 0.0
     m = agent.update(b, smoothing_std=0.0)
     assert m["target_q"] < 50.0
+
+
+@pytest.mark.parametrize("weight", [0.0, 1e-2])
+def test_pre_tanh_penalty_pulls_a_saturated_actor_back(weight):
+    """A saturated actor (tanh input ~ 20) gets no gradient from Q through tanh, and Adam keeps
+    it there; algo.pre_tanh_l2 pulls it back towards tanh's working range."""
+    torch.manual_seed(0)
+    agent = DDPG(cfg(lr=1e-3, augment=False, pre_tanh_l2=weight), OBS, ACT, torch.device("cpu"))
+    with torch.no_grad():
+        agent.actor.head.mu[-1].bias.fill_(20.0)
+    b = batch()
+    first = agent.update(b, 0.2)
+    assert first["saturated"] == 1.0
+    for _ in range(40):
+        last = agent.update(b, 0.2)
+    f = agent._encode(torch.as_tensor(b["obs"]))
+    pre = agent.actor.head.pre_tanh(f).detach()
+    if weight:
+        assert pre.max() < 19.5
+    else:
+        assert pre.min() > 19.9 and last["saturated"] == 1.0
 
 
 def test_critic_loss_falls_on_a_fixed_batch():

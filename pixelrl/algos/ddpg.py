@@ -154,7 +154,10 @@ class DDPG:
 
         detached = features.detach()
         self.critic.requires_grad_(False)  # the actor's loss needs no critic weight gradients
-        actor_loss = -self.critic(detached, self.actor.head(detached)).min(dim=-1).values.mean()
+        pre = self.actor.head.pre_tanh(detached)
+        actor_loss = -self.critic(detached, torch.tanh(pre)).min(dim=-1).values.mean()
+        if a.pre_tanh_l2 > 0:
+            actor_loss = actor_loss + a.pre_tanh_l2 * pre.pow(2).sum(dim=-1).mean()
         self.critic.requires_grad_(True)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
@@ -168,6 +171,8 @@ class DDPG:
             "actor_loss": actor_loss.item(),
             "q": q.mean().item(),
             "target_q": target.mean().item(),
+            # share of the batch's action components in tanh's flat tails (|tanh| > 0.995)
+            "saturated": (pre.detach().abs() > 3.0).float().mean().item(),
         }
 
     def state(self) -> dict:
