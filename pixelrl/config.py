@@ -283,18 +283,21 @@ def _run_name(mode: str, algo: str, env: str, load: str | None) -> str:
     return f"{mode}_{p.name or 'checkpoint'}"
 
 
+ALGO_SCHEMAS = {
+    "actor_critic": ActorCriticConfig,
+    "a3c": A3CConfig,
+    "reinforce": ReinforceConfig,
+    "ddpg": DDPGConfig,
+}
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("pixelrl_run_name"):
         OmegaConf.register_new_resolver("pixelrl_run_name", _run_name)
     cs = ConfigStore.instance()
     cs.store(name="pixelrl_schema", node=Config)
     # Schemas live outside the `algo`/`env` groups so they never show up as options.
-    for name, node in [
-        ("actor_critic", ActorCriticConfig),
-        ("a3c", A3CConfig),
-        ("reinforce", ReinforceConfig),
-        ("ddpg", DDPGConfig),
-    ]:
+    for name, node in ALGO_SCHEMAS.items():
         cs.store(group="schema/algo", name=name, node=node)
     for name, node in [
         ("atari", AtariEnvConfig),

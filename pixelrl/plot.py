@@ -70,10 +70,20 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 def _load_config(run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
+    from pixelrl.config import ALGO_SCHEMAS
+
     cfg_file = run_dir / ".hydra" / "config.yaml"
-    if cfg_file.is_file():
-        return OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False)
-    return {}
+    if not cfg_file.is_file():
+        return {}
+    cfg = OmegaConf.to_container(OmegaConf.load(cfg_file), resolve=False)
+    # a run made before an algo key existed ran with that key's default: fill it in, so the run
+    # groups with later runs of the same settings and its label shows the value it ran with
+    algo = cfg.get("algo")
+    if isinstance(algo, dict) and algo.get("name") in ALGO_SCHEMAS:
+        schema = OmegaConf.structured(ALGO_SCHEMAS[algo["name"]])
+        defaults = OmegaConf.to_container(schema, resolve=False, throw_on_missing=False)
+        cfg["algo"] = {**defaults, **algo}
+    return cfg
 
 
 def load_run(run_dir: Path) -> RunData:

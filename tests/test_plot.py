@@ -134,3 +134,24 @@ def test_cli_writes_png(sweep, tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "not a run directory" in bad.stderr
+
+
+def test_keys_added_later_take_their_default(tmp_path):
+    """A run made before algo.pre_tanh_l2 existed ran with its default (0.0): it groups with a
+    later run that has pre_tanh_l2=0.0 and is labelled with that value, not None."""
+    runs = []
+    for name, extra, seed in [
+        ("old", {}, 1),
+        ("new", {"pre_tanh_l2": 0.0}, 2),
+        ("pen", {"pre_tanh_l2": 1e-3}, 1),
+    ]:
+        fake_run(tmp_path / name, 1e-4, seed, slope=0.1)
+        cfg_file = tmp_path / name / ".hydra" / "config.yaml"
+        cfg = yaml.safe_load(cfg_file.read_text())
+        cfg["algo"] = {"name": "ddpg", "lr": 1e-4, **extra}
+        cfg_file.write_text(yaml.safe_dump(cfg))
+        runs.append(load_run(tmp_path / name))
+    groups = group_runs(runs)
+    assert sorted(len(g.runs) for g in groups) == [1, 2]
+    labels = sorted(g.label for g in groups)
+    assert labels == ["ddpg Pong pre_tanh_l2=0.0 (2 seeds)", "ddpg Pong pre_tanh_l2=0.001"]
