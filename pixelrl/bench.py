@@ -131,6 +131,21 @@ BENCHES = {
         ["algo=ddpg", "env=dmc", "env.task=cartpole_swingup", "env.action_repeat=8"],
         1,
     ),
+    "ddpg_cartpole_replay_cpu": Bench(
+        "ddpg_cartpole_replay_cpu",
+        "ddpg_cartpole with algo.replay_device=cpu (frames in RAM, each batch copied to the GPU; "
+        "what the default gains on a GPU)",
+        [
+            "algo=ddpg",
+            "env=dmc",
+            "env.task=cartpole_swingup",
+            "env.action_repeat=8",
+            "algo.warmup_frames=1000",
+            "algo.replay_device=cpu",
+        ],
+        ["algo=ddpg", "env=dmc", "env.task=cartpole_swingup", "env.action_repeat=8"],
+        1,
+    ),
     "catch": Bench(
         "catch",
         "A2C on Catch (tiny, for tests)",

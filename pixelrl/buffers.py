@@ -17,6 +17,10 @@ stores its final observation in one extra slot without an action, so `capacity` 
     (stack(t), a_t, sum_{j<m} g^j r_{t+j}, g^m (1 - terminal), stack(t+m)),
 with m = n, or fewer steps when the episode ends first; windows not yet complete, or reaching
 frames already overwritten by the ring, are never sampled.
+
+The frames live in a torch tensor, in RAM or on the GPU (`storage`): stacks are gathered with one
+index_select on that device, so a GPU learner's batch never crosses PCIe (100k frames of 3x84x84
+are 2 GiB, a small share of a training GPU). The per-slot bookkeeping stays in numpy.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 from pixelrl.config import ConfigError
 
 RAM_FRACTION = 0.9  # refuse a buffer that needs more than this share of the available RAM
+GPU_FRACTION = 0.5  # frames go on the GPU only within this share of its free memory
 MAX_SAMPLE_TRIES = 1000
 _SAVED = ("frames", "actions", "rewards", "pos", "has_action", "ends", "terminated")
 
@@ -64,13 +69,40 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+def gpu_free_bytes(device: torch.device) -> int:
+    return int(torch.cuda.mem_get_info(device)[0])
+
+
+def choose_storage(
+    setting: str, device: torch.device, frame_bytes: int, free_bytes: int | None = None
+) -> torch.device:
+    """Where the replay frames live (algo.replay_device): `cpu` in RAM; `cuda` on the training
+    GPU, an error if it is not one or the frames would take more than GPU_FRACTION of its free
+    memory; `auto` on the training GPU when they fit so, else in RAM."""
+    cpu = torch.device("cpu")
+    if setting == "cpu" or (setting == "auto" and device.type != "cuda"):
+        return cpu
+    if device.type != "cuda":
+        raise ConfigError(f"algo.replay_device={setting} needs device=cuda (this run: {device})")
+    free = gpu_free_bytes(device) if free_bytes is None else free_bytes
+    if frame_bytes <= GPU_FRACTION * free:
+        return device
+    if setting == "auto":
+        return cpu
+    raise ConfigError(
+        f"algo.replay_device=cuda: the replay frames need {_gib(frame_bytes)} but {device} has "
+        f"{_gib(free)} free (at most {GPU_FRACTION:.0%} of it is used); use "
+        "algo.replay_device=auto or cpu, or a smaller algo.buffer_size"
+    )
+
+
 class ReplayBuffer:
     """Frame-once replay for `num_envs` parallel streams (each gets capacity // num_envs slots).
 
     add(obs, action, reward, next_obs, terminated, truncated) takes one vector step (arrays with a
     leading env axis; next_obs holds the final observation of the envs that ended);
-    sample(batch, n_step, gamma) returns numpy arrays: obs, action, reward (n-step), discount,
-    next_obs."""
+    sample(batch, n_step, gamma) returns obs and next_obs as uint8 tensors on `storage`, and numpy
+    arrays action, reward (n-step), discount."""
 
     def __init__(
         self,
@@ -81,6 +113,7 @@ class ReplayBuffer:
         num_envs: int = 1,
         seed: int = 0,
         available_bytes: int | None = None,
+        storage: torch.device | str = "cpu",
     ):
         if obs_shape[0] % frame_stack:
             raise ValueError(f"obs channels {obs_shape[0]} are not a multiple of {frame_stack}")
@@ -97,19 +130,26 @@ class ReplayBuffer:
         size = self.per_env * num_envs
         need = memory_bytes(size, self.frame_shape, action_dim)
         self.estimate_bytes = need["frames"] + need["other"]
+        self.storage = torch.device(storage)
+        if self.storage.type == "cuda" and self.storage.index is None:
+            self.storage = torch.device("cuda", torch.cuda.current_device())  # as tensors report it
+        on_gpu = self.storage.type != "cpu"
+        in_ram = need["other"] if on_gpu else self.estimate_bytes  # the GPU's share: choose_storage
         available = (
             psutil.virtual_memory().available if available_bytes is None else available_bytes
         )
-        if self.estimate_bytes > RAM_FRACTION * available:
-            fits = int(RAM_FRACTION * available / (self.estimate_bytes / size))
+        if in_ram > RAM_FRACTION * available:
+            fits = int(RAM_FRACTION * available / (in_ram / size))
             shape = "x".join(map(str, self.frame_shape))
             raise ConfigError(
                 f"algo.buffer_size={capacity} needs {_gib(self.estimate_bytes)} of RAM for the "
                 f"replay buffer ({shape} uint8 frames) but only {_gib(available)} is available; "
                 f"use algo.buffer_size <= {fits:,} or a smaller env.resolution"
             )
-        # np.zeros maps untouched pages lazily: the RSS grows as the buffer fills.
-        self.frames = np.zeros((size, *self.frame_shape), np.uint8)
+        if on_gpu:
+            self.frames = torch.zeros((size, *self.frame_shape), dtype=torch.uint8, device=storage)
+        else:  # np.zeros maps untouched pages lazily: the RSS grows as the buffer fills
+            self.frames = torch.from_numpy(np.zeros((size, *self.frame_shape), np.uint8))
         self.actions = np.zeros((size, action_dim), np.float32)
         self.rewards = np.zeros(size, np.float32)
         self.pos = np.zeros(size, np.int32)
@@ -125,11 +165,14 @@ class ReplayBuffer:
 
     def describe(self) -> str:
         shape = "x".join(map(str, self.frame_shape))
-        avail = psutil.virtual_memory().available
+        if self.storage.type == "cpu":
+            where = f"in RAM ({_gib(psutil.virtual_memory().available)} available)"
+        else:
+            where = f"on {self.storage} ({_gib(gpu_free_bytes(self.storage))} free after it)"
         return (
             f"replay buffer: {len(self.frames):,} frames of {shape} uint8, each stored once "
             f"(stacks of {self.k} rebuilt when sampled): {_gib(self.estimate_bytes)} at full "
-            f"capacity; {_gib(avail)} RAM available"
+            f"capacity, {where}"
         )
 
     def __len__(self) -> int:
@@ -144,7 +187,7 @@ class ReplayBuffer:
         i = self._index(env, slot_id)
         if self.has_action[i]:
             self.transitions -= 1
-        self.frames[i] = frame
+        self.frames[i] = torch.from_numpy(np.ascontiguousarray(frame))
         self.pos[i] = pos
         self.has_action[i] = self.ends[i] = self.terminated[i] = False
         self.count[env] += 1
@@ -186,13 +229,13 @@ class ReplayBuffer:
             open_ &= ~self.ends[ij]
         return ok
 
-    def _stack(self, env: np.ndarray, slot_id: np.ndarray) -> np.ndarray:
-        pos = self.pos[self._index(env, slot_id)]
-        parts = [
-            self.frames[self._index(env, slot_id - np.minimum(d, pos))]
-            for d in range(self.k - 1, -1, -1)
-        ]
-        return np.concatenate(parts, axis=1)
+    def _stack(self, env: np.ndarray, slot_id: np.ndarray) -> torch.Tensor:
+        pos = self.pos[self._index(env, slot_id)][:, None]
+        back = np.arange(self.k - 1, -1, -1)  # oldest frame first, as FrameStack orders them
+        rows = self._index(env[:, None], slot_id[:, None] - np.minimum(back, pos))
+        rows = torch.from_numpy(rows.reshape(-1)).to(self.storage, non_blocking=True)
+        stacks = self.frames.index_select(0, rows)
+        return stacks.view(len(slot_id), self.k * self.channels, *self.frame_shape[1:])
 
     def sample(self, batch_size: int, n_step: int, gamma: float) -> dict[str, np.ndarray]:
         env = np.empty(batch_size, np.int64)
@@ -228,13 +271,14 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """Tensors sharing the buffer's memory (no copy), only the slots written so far."""
+        """The slots written so far, as tensors: shared with the buffer in RAM (no copy), copied
+        from the GPU when the frames live there."""
         streams = []
         for e in range(self.num_envs):
             used = int(min(self.count[e], self.per_env))
             lo = e * self.per_env
             part = slice(lo, lo + used)
-            streams.append({name: torch.from_numpy(getattr(self, name)[part]) for name in _SAVED})
+            streams.append({name: self._saved(name, part) for name in _SAVED})
         return {
             "streams": streams,
             "count": torch.from_numpy(self.count.copy()),
@@ -242,6 +286,15 @@ class ReplayBuffer:
             "per_env": self.per_env,
             "rng": self.rng.bit_generator.state,
         }
+
+    def _saved(self, name: str, part: slice) -> torch.Tensor:
+        array = getattr(self, name)
+        if isinstance(array, torch.Tensor):
+            if array.device.type != "cpu":
+                return array[part].cpu()
+            array = array.numpy()
+        # from a numpy slice, the tensor's storage is the slice alone: torch.save writes only it
+        return torch.from_numpy(array[part])
 
     def load_state_dict(self, state: dict) -> None:
         if list(state["frame_shape"]) != list(self.frame_shape) or len(state["streams"]) != len(
@@ -260,7 +313,11 @@ class ReplayBuffer:
         for e, stream in enumerate(state["streams"]):
             lo = e * self.per_env
             for name, tensor in stream.items():
-                getattr(self, name)[lo : lo + len(tensor)] = tensor.numpy()
+                part = slice(lo, lo + len(tensor))
+                if name == "frames":
+                    self.frames[part] = tensor.to(self.storage)
+                else:
+                    getattr(self, name)[part] = tensor.numpy()
         self.count[:] = state["count"].numpy()
         self.transitions = int(self.has_action.sum())
         self.rng.bit_generator.state = state["rng"]

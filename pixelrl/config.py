@@ -245,6 +245,9 @@ class DDPGConfig(AlgoConfig):
     # the encoder's convolutions in the update: fp32 | bf16 (autocast; heads, losses and weights
     # stay fp32) | auto (bf16 where the hardware multiplies it natively: AMX CPUs, CUDA with bf16)
     precision: str = "auto"
+    # where the replay frames live: auto (on the training GPU when they take at most half of its
+    # free memory, else in RAM) | cpu | cuda (the training GPU, an error if they don't fit)
+    replay_device: str = "auto"
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,6 +353,7 @@ ALGO_CHOICES = {
         "algo.optimizer": ("adam",),
         "algo.encoder": ("drq", "nature", "a3c"),
         "algo.precision": ("auto", "fp32", "bf16"),
+        "algo.replay_device": ("auto", "cpu", "cuda"),
     },
 }
 

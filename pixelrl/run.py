@@ -129,7 +129,8 @@ class Run:
         self.evaluator = Evaluator(cfg, self.run_dir)
         self._eval_every = Every(cfg.eval.every_frames, start_frames)
         self._ckpt_every = Every(cfg.checkpoint.every_frames, start_frames)
-        self._loss_sums: dict[str, float] = {}
+        # values may be 0-d tensors on the GPU: summed there, read (one sync) only when flushed
+        self._loss_sums: dict[str, float | torch.Tensor] = {}
         self._loss_counts: dict[str, int] = {}
         self._loss_count = 0
         self._last_loss_flush = time.monotonic()
@@ -166,7 +167,8 @@ class Run:
         if losses:
             self.updates += 1
             for k, v in losses.items():
-                self._loss_sums[k] = self._loss_sums.get(k, 0.0) + float(v)
+                v = v.detach() if isinstance(v, torch.Tensor) else float(v)
+                self._loss_sums[k] = self._loss_sums.get(k, 0.0) + v
                 self._loss_counts[k] = self._loss_counts.get(k, 0) + 1
             self._loss_count += 1
         self.tracker.progress(frames)
@@ -187,7 +189,7 @@ class Run:
     def flush_losses(self, frames: int) -> None:
         if not self._loss_count:
             return
-        means = {f"losses/{k}": v / self._loss_counts[k] for k, v in self._loss_sums.items()}
+        means = {f"losses/{k}": float(v) / self._loss_counts[k] for k, v in self._loss_sums.items()}
         means["charts/updates"] = self.updates
         self.tracker.log(frames, means)
         self._loss_sums.clear()

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from pixelrl.buffers import ReplayBuffer, memory_bytes, n_step_targets
+from pixelrl.buffers import ReplayBuffer, choose_storage, memory_bytes, n_step_targets
 from pixelrl.config import ConfigError
 from pixelrl.envs.wrappers import FrameStack
 
 G = 0.5
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+STORAGES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
 
 
 def test_n_step_targets_by_hand():
@@ -107,7 +109,9 @@ def check_samples(buffer, episodes, n=3, batch=512, gamma=G):
     seen = set()
     for _ in range(4):
         b = buffer.sample(batch, n, gamma)
-        assert b["obs"].shape == (batch, 3, 2, 2) and b["obs"].dtype == np.uint8
+        assert b["obs"].shape == (batch, 3, 2, 2) and b["obs"].dtype == torch.uint8
+        assert b["obs"].device == b["next_obs"].device == buffer.storage
+        b = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in b.items()}
         for i, action in enumerate(b["action"][:, 0]):
             assert action in ref, f"transition {action} should not be sampleable"
             obs, ret, disc, nxt = ref[action]
@@ -119,8 +123,9 @@ def check_samples(buffer, episodes, n=3, batch=512, gamma=G):
     return ref, seen
 
 
-def test_stacks_and_n_step_across_episode_boundaries():
-    buffer = ReplayBuffer(1000, (3, 2, 2), 3, 1)
+@pytest.mark.parametrize("storage", STORAGES)
+def test_stacks_and_n_step_across_episode_boundaries(storage):
+    buffer = ReplayBuffer(1000, (3, 2, 2), 3, 1, storage=storage)
     # episodes of 1, 2, 5 and 4 steps: stacks padded with the first frame, windows cut at ends
     episodes = play(buffer, [[1, 2, 5, 4]], 40)
     ref, seen = check_samples(buffer, episodes)
@@ -140,8 +145,9 @@ def test_wrap_around_only_keeps_intact_transitions(steps):
     assert len(buffer) <= 11
 
 
-def test_several_envs_keep_separate_streams():
-    buffer = ReplayBuffer(200, (3, 2, 2), 3, 1, num_envs=2)
+@pytest.mark.parametrize("storage", STORAGES)
+def test_several_envs_keep_separate_streams(storage):
+    buffer = ReplayBuffer(200, (3, 2, 2), 3, 1, num_envs=2, storage=storage)
     episodes = play(buffer, [[3, 7], [5]], 30)
     ref, seen = check_samples(buffer, episodes)
     assert seen == set(ref)
@@ -179,19 +185,27 @@ def test_sampling_before_any_complete_window_is_an_error():
         buffer.sample(4, 3, G)
 
 
-def test_checkpoint_round_trip_restores_contents_and_sampling():
-    buffer = ReplayBuffer(40, (3, 2, 2), 3, 1, num_envs=2, seed=3)
+@pytest.mark.parametrize(
+    "saved_from,loaded_to",
+    [("cpu", "cpu")]
+    + [
+        pytest.param(a, b, marks=[pytest.mark.gpu, CUDA])
+        for a, b in [("cuda", "cpu"), ("cpu", "cuda")]
+    ],
+)
+def test_checkpoint_round_trip_restores_contents_and_sampling(saved_from, loaded_to):
+    buffer = ReplayBuffer(40, (3, 2, 2), 3, 1, num_envs=2, seed=3, storage=saved_from)
     play(buffer, [[3, 7], [5]], 35)
     f = io.BytesIO()
     torch.save(buffer.state_dict(), f)
     f.seek(0)
     state = torch.load(f, weights_only=True)
-    other = ReplayBuffer(40, (3, 2, 2), 3, 1, num_envs=2, seed=99)
+    other = ReplayBuffer(40, (3, 2, 2), 3, 1, num_envs=2, seed=99, storage=loaded_to)
     other.load_state_dict(state)
     assert len(other) == len(buffer)
     a, b = buffer.sample(64, 3, G), other.sample(64, 3, G)
     for key in a:
-        np.testing.assert_array_equal(a[key], b[key])
+        np.testing.assert_array_equal(*(torch.as_tensor(x[key]).cpu() for x in (a, b)))
     with pytest.raises(ConfigError, match="resume with the same algo.buffer_size"):
         ReplayBuffer(60, (3, 2, 2), 3, 1, num_envs=2).load_state_dict(state)
 
@@ -204,3 +218,27 @@ def test_checkpoint_holds_only_the_written_frames():
     f = io.BytesIO()
     torch.save(buffer.state_dict(), f)
     assert len(f.getvalue()) < 20_000  # 11 frames of 64 bytes, not 10,000
+
+
+def test_frames_go_on_the_gpu_only_where_asked_and_where_they_fit():
+    cpu, gpu, gib = torch.device("cpu"), torch.device("cuda:0"), 2**30
+    assert choose_storage("auto", cpu, 2 * gib) == cpu
+    assert choose_storage("cpu", gpu, 2 * gib, free_bytes=80 * gib) == cpu
+    assert choose_storage("auto", gpu, 2 * gib, free_bytes=80 * gib) == gpu
+    assert choose_storage("cuda", gpu, 2 * gib, free_bytes=4 * gib) == gpu
+    # more than half the free memory: auto keeps the frames in RAM, cuda says why it can't
+    assert choose_storage("auto", gpu, 2 * gib, free_bytes=3 * gib) == cpu
+    with pytest.raises(ConfigError, match=r"need 2\.00 GiB but cuda:0 has 3\.00 GiB free"):
+        choose_storage("cuda", gpu, 2 * gib, free_bytes=3 * gib)
+    with pytest.raises(ConfigError, match="algo.replay_device=cuda needs device=cuda"):
+        choose_storage("cuda", cpu, 2 * gib)
+
+
+@pytest.mark.gpu
+@CUDA
+def test_frames_on_the_gpu_are_not_counted_against_ram():
+    # 1,000 frames of 3x84x84 are 21 MB; 1 MB of "available RAM" only has to hold the rest
+    buffer = ReplayBuffer(1000, (9, 84, 84), 3, 1, available_bytes=2**20, storage="cuda")
+    assert buffer.frames.device.type == "cuda" and "on cuda" in buffer.describe()
+    with pytest.raises(ConfigError, match="of RAM for the replay buffer"):
+        ReplayBuffer(1000, (9, 84, 84), 3, 1, available_bytes=2**20)

@@ -18,7 +18,7 @@ import copy
 import numpy as np
 import torch
 
-from pixelrl.buffers import ReplayBuffer
+from pixelrl.buffers import ReplayBuffer, choose_storage
 from pixelrl.config import ConfigError
 from pixelrl.device import bf16_features, use_bf16
 from pixelrl.envs import TRAIN, control, make_vector_env
@@ -124,7 +124,9 @@ class DDPG:
         if self.a.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, self.a.max_grad_norm)
 
-    def update(self, batch: dict[str, np.ndarray], smoothing_std: float) -> dict[str, float]:
+    def update(self, batch: dict, smoothing_std: float) -> dict[str, torch.Tensor]:
+        """One critic and one actor step on `batch` (ReplayBuffer.sample). Returns 0-d tensors,
+        left on the device: reading them here would wait for the GPU after every update."""
         a, dev = self.a, self.device
         obs = torch.as_tensor(batch["obs"], device=dev)
         next_obs = torch.as_tensor(batch["next_obs"], device=dev)
@@ -167,12 +169,12 @@ class DDPG:
         soft_update(self.critic_target, self.critic, a.tau)
         soft_update(self.actor_target, self.actor.head, a.tau)
         return {
-            "critic_loss": critic_loss.item(),
-            "actor_loss": actor_loss.item(),
-            "q": q.mean().item(),
-            "target_q": target.mean().item(),
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "q": q.detach().mean(),
+            "target_q": target.mean(),
             # share of the batch's action components in tanh's flat tails (|tanh| > 0.995)
-            "saturated": (pre.detach().abs() > 3.0).float().mean().item(),
+            "saturated": (pre.detach().abs() > 3.0).float().mean(),
         }
 
     def state(self) -> dict:
@@ -207,8 +209,15 @@ def train(run: Run) -> None:
     run.set_spaces(obs_space, action_space)
     agent = DDPG(cfg, obs_space, action_space, device)
     action_dim = int(np.prod(action_space.shape))
+    frame_bytes = a.buffer_size * int(np.prod(obs_space.shape)) // int(cfg.env.frame_stack)
     buffer = ReplayBuffer(
-        a.buffer_size, obs_space.shape, int(cfg.env.frame_stack), action_dim, a.num_envs, cfg.seed
+        a.buffer_size,
+        obs_space.shape,
+        int(cfg.env.frame_stack),
+        action_dim,
+        a.num_envs,
+        cfg.seed,
+        storage=choose_storage(a.replay_device, device, frame_bytes),
     )
     run.tracker.message(buffer.describe())
     ou = OUNoise((a.num_envs, action_dim), a.ou_theta, a.ou_sigma)
