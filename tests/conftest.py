@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,3 +112,13 @@ def worker_processes(pid):
         for c in psutil.Process(pid).children(recursive=True)
         if "resource_tracker" not in " ".join(c.cmdline())
     ]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` skip, with the reason, on machines without CUDA (CI has none)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -13,8 +13,7 @@ from pixelrl.config import ConfigError
 from pixelrl.envs.wrappers import FrameStack
 
 G = 0.5
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-STORAGES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
+STORAGES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 def test_n_step_targets_by_hand():
@@ -188,10 +187,7 @@ def test_sampling_before_any_complete_window_is_an_error():
 @pytest.mark.parametrize(
     "saved_from,loaded_to",
     [("cpu", "cpu")]
-    + [
-        pytest.param(a, b, marks=[pytest.mark.gpu, CUDA])
-        for a, b in [("cuda", "cpu"), ("cpu", "cuda")]
-    ],
+    + [pytest.param(a, b, marks=pytest.mark.gpu) for a, b in [("cuda", "cpu"), ("cpu", "cuda")]],
 )
 def test_checkpoint_round_trip_restores_contents_and_sampling(saved_from, loaded_to):
     buffer = ReplayBuffer(40, (3, 2, 2), 3, 1, num_envs=2, seed=3, storage=saved_from)
@@ -235,7 +231,6 @@ def test_frames_go_on_the_gpu_only_where_asked_and_where_they_fit():
 
 
 @pytest.mark.gpu
-@CUDA
 def test_frames_on_the_gpu_are_not_counted_against_ram():
     # 1,000 frames of 3x84x84 are 21 MB; 1 MB of "available RAM" only has to hold the rest
     buffer = ReplayBuffer(1000, (9, 84, 84), 3, 1, available_bytes=2**20, storage="cuda")

@@ -323,7 +323,6 @@ def test_a_repeated_sigint_is_one_request_and_a_later_one_aborts():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_actor_critic_on_cuda(cli, tmp_path):
     cli(
         "algo=actor_critic",

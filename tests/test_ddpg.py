@@ -426,7 +426,6 @@ def test_ddpg_learns_reach(cli, tmp_path, seed):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_ddpg_learns_reach_on_cuda_and_its_checkpoint_evaluates_on_cpu(cli, tmp_path):
     cli(
         "algo=ddpg",
