@@ -179,14 +179,17 @@ def machine_info(device: str) -> dict:
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        info["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
         ).stdout.strip()
+
+    try:
+        info["commit"] = git("rev-parse", "--short", "HEAD")
+        # figures measured on uncommitted code must not be credited to the commit
+        if info["commit"] and git("status", "--porcelain", "--untracked-files=no"):
+            info["commit"] += "+uncommitted"
     except (OSError, subprocess.SubprocessError):
         pass
     return info
