@@ -114,6 +114,7 @@ class ReplayBuffer:
         seed: int = 0,
         available_bytes: int | None = None,
         storage: torch.device | str = "cpu",
+        checkpointed: bool = False,
     ):
         if obs_shape[0] % frame_stack:
             raise ValueError(f"obs channels {obs_shape[0]} are not a multiple of {frame_stack}")
@@ -134,7 +135,9 @@ class ReplayBuffer:
         if self.storage.type == "cuda" and self.storage.index is None:
             self.storage = torch.device("cuda", torch.cuda.current_device())  # as tensors report it
         on_gpu = self.storage.type != "cpu"
-        in_ram = need["other"] if on_gpu else self.estimate_bytes  # the GPU's share: choose_storage
+        # Frames on the GPU were checked by choose_storage; a checkpoint of the buffer
+        # (checkpoint.include_replay) copies them into RAM, so then they count here too.
+        in_ram = need["other"] if on_gpu and not checkpointed else self.estimate_bytes
         available = (
             psutil.virtual_memory().available if available_bytes is None else available_bytes
         )
@@ -142,7 +145,7 @@ class ReplayBuffer:
             fits = int(RAM_FRACTION * available / (in_ram / size))
             shape = "x".join(map(str, self.frame_shape))
             raise ConfigError(
-                f"algo.buffer_size={capacity} needs {_gib(self.estimate_bytes)} of RAM for the "
+                f"algo.buffer_size={capacity} needs {_gib(in_ram)} of RAM for the "
                 f"replay buffer ({shape} uint8 frames) but only {_gib(available)} is available; "
                 f"use algo.buffer_size <= {fits:,} or a smaller env.resolution"
             )
@@ -315,7 +318,7 @@ class ReplayBuffer:
             for name, tensor in stream.items():
                 part = slice(lo, lo + len(tensor))
                 if name == "frames":
-                    self.frames[part] = tensor.to(self.storage)
+                    self.frames[part].copy_(tensor)  # into RAM or onto the GPU, no temporary
                 else:
                     getattr(self, name)[part] = tensor.numpy()
         self.count[:] = state["count"].numpy()

@@ -167,7 +167,7 @@ class Run:
         if losses:
             self.updates += 1
             for k, v in losses.items():
-                v = v.detach() if isinstance(v, torch.Tensor) else float(v)
+                v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
                 self._loss_sums[k] = self._loss_sums.get(k, 0.0) + v
                 self._loss_counts[k] = self._loss_counts.get(k, 0) + 1
             self._loss_count += 1

@@ -235,5 +235,6 @@ def test_frames_on_the_gpu_are_not_counted_against_ram():
     # 1,000 frames of 3x84x84 are 21 MB; 1 MB of "available RAM" only has to hold the rest
     buffer = ReplayBuffer(1000, (9, 84, 84), 3, 1, available_bytes=2**20, storage="cuda")
     assert buffer.frames.device.type == "cuda" and "on cuda" in buffer.describe()
-    with pytest.raises(ConfigError, match="of RAM for the replay buffer"):
-        ReplayBuffer(1000, (9, 84, 84), 3, 1, available_bytes=2**20)
+    for where in ({}, {"storage": "cuda", "checkpointed": True}):  # a checkpoint copies to RAM
+        with pytest.raises(ConfigError, match="needs 0.02 GiB of RAM for the replay buffer"):
+            ReplayBuffer(1000, (9, 84, 84), 3, 1, available_bytes=2**20, **where)

@@ -126,7 +126,7 @@ class DDPG:
 
     def update(self, batch: dict, smoothing_std: float) -> dict[str, torch.Tensor]:
         """One critic and one actor step on `batch` (ReplayBuffer.sample). Returns 0-d tensors,
-        left on the device: reading them here would wait for the GPU after every update."""
+        left on the device and read when the losses are logged, not after every update."""
         a, dev = self.a, self.device
         obs = torch.as_tensor(batch["obs"], device=dev)
         next_obs = torch.as_tensor(batch["next_obs"], device=dev)
@@ -218,6 +218,7 @@ def train(run: Run) -> None:
         a.num_envs,
         cfg.seed,
         storage=choose_storage(a.replay_device, device, frame_bytes),
+        checkpointed=bool(cfg.checkpoint.include_replay),
     )
     run.tracker.message(buffer.describe())
     ou = OUNoise((a.num_envs, action_dim), a.ou_theta, a.ou_sigma)
@@ -227,8 +228,8 @@ def train(run: Run) -> None:
         agent.load(run.resume)
         steps = int(run.resume["extra"]["steps"])
         ou.state[:] = run.resume["extra"]["ou"].numpy()
-        if "replay" in run.resume:
-            buffer.load_state_dict(run.resume["replay"])
+        if "replay" in run.resume:  # popped: the run keeps run.resume, not its frames
+            buffer.load_state_dict(run.resume.pop("replay"))
         else:  # refill before learning again, acting with the trained policy
             learn_from = frames + a.warmup_frames
             run.tracker.message(
