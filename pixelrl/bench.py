@@ -154,6 +154,7 @@ BENCHES = {
         16,
     ),
 }
+NAME_WIDTH = max(map(len, [*BENCHES, MEMORY]))  # the printed table's first column
 DEFAULT = [
     "a3c_pong",
     "a3c_pong_nature",
@@ -441,7 +442,7 @@ def replay_memory(capacity: int) -> dict:
 def format_memory(r: dict) -> str:
     gib = 2**30
     return (
-        f"{MEMORY:<16} {r['frames']:,} frames 3x84x84: RSS growth {r['growth_ratio']:.3f} x raw "
+        f"{MEMORY:<{NAME_WIDTH}} {r['frames']:,} frames 3x84x84: RSS growth {r['growth_ratio']:.3f} x raw "
         f"frame bytes ({r['raw_frame_bytes'] / gib:.2f} GiB), peak {r['peak_ratio']:.3f} x "
         f"(RSS after imports excluded) | sample(256, n=3) {r['sample_256_ms']:.1f} ms"
     )
@@ -451,7 +452,7 @@ def format_result(r: dict, unit: str) -> str:
     t, b = r["train"], r["baseline"]
     key = "steps_per_s" if unit == "steps" else "frames_per_s"
     how = f", {b['processes']} processes, own env each" if "processes" in b else ""
-    line = f"{r['name']:<16} {t[key]:>9,.0f} {unit}/s = {r['ratio']:.2f} x raw env ({b[key]:,.0f} {unit}/s{how})"
+    line = f"{r['name']:<{NAME_WIDTH}} {t[key]:>9,.0f} {unit}/s = {r['ratio']:.2f} x raw env ({b[key]:,.0f} {unit}/s{how})"
     if "updates_per_s" in t:
         line += f" | {t['updates_per_s']:.1f} updates/s"
     if "per_worker_frames_per_s" in t:
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 r = replay_memory(replay_frames)
             except Exception as e:
-                print(f"{name:<16} FAILED: {e}")
+                print(f"{name:<{NAME_WIDTH}} FAILED: {e}")
                 results.append({"name": name, "error": str(e)})
                 continue
             results.append(r)
@@ -541,12 +542,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         b = BENCHES[name]
         if device.startswith("cuda") and not b.gpu:
-            print(f"{name:<16} skipped: A3C workers run on the CPU by design")
+            print(f"{name:<{NAME_WIDTH}} skipped: A3C workers run on the CPU by design")
             continue
         try:
             r = run_bench(b, seconds, device)
         except Exception as e:  # one broken benchmark must not hide the others
-            print(f"{name:<16} FAILED: {e}")
+            print(f"{name:<{NAME_WIDTH}} FAILED: {e}")
             results.append({"name": name, "error": str(e)})
             continue
         results.append(r)
