@@ -4,6 +4,8 @@ learning Reach."""
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -441,3 +443,45 @@ def test_ddpg_learns_reach_on_cuda_and_its_checkpoint_evaluates_on_cpu(cli, tmp_
     proc = cli("mode=eval", "load=run", "device=cpu", "eval.episodes=2", *FAST, "hydra.run.dir=ev")
     assert proc.returncode == 0, proc.stderr
     assert last_json_line(proc.stdout)["episodes"] == 2
+
+
+_UPDATE_FAULTS = """
+import resource, sys
+import gymnasium as gym, numpy as np, torch
+from omegaconf import OmegaConf
+from pixelrl.algos.ddpg import DDPG
+from pixelrl.app import _set_threads
+from pixelrl.config import DDPGConfig
+if sys.argv[1] == "app":
+    _set_threads(OmegaConf.create({"torch_threads": 1}))
+else:
+    torch.set_num_threads(1)
+cfg = OmegaConf.create({"algo": OmegaConf.structured(DDPGConfig)})
+box = gym.spaces.Box
+agent = DDPG(cfg, box(0, 255, (9, 84, 84), np.uint8), box(-1, 1, (1,)), torch.device("cpu"))
+n = 16
+batch = {"obs": torch.randint(0, 255, (n, 9, 84, 84), dtype=torch.uint8), "action": torch.zeros(n, 1),
+         "reward": torch.zeros(n), "discount": torch.ones(n)}
+batch["next_obs"] = batch["obs"].clone()
+for _ in range(2):
+    agent.update(batch, 0.2)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    agent.update(batch, 0.2)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_app_keeps_freed_memory_so_updates_do_not_page_fault():
+    # glibc's default hands each update's freed activations back to the kernel, and the next
+    # update faults them in again page by page; the app keeps them (device.keep_freed_memory)
+    def faults(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _UPDATE_FAULTS, mode], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout.split()[-1])
+
+    default, app = faults("default"), faults("app")
+    assert default > 3 * 1000  # three updates, thousands of faults each
+    assert app < default / 10
