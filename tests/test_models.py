@@ -7,7 +7,16 @@ import torch
 from omegaconf import OmegaConf
 
 from pixelrl.config import ModelConfig
-from pixelrl.models import ActorCritic, ConvTrunk, PolicyHead, make_trunk, num_params
+from pixelrl.models import (
+    CONV_TRUNKS,
+    ActorCritic,
+    ConvEncoder,
+    ConvTrunk,
+    FeatureLayer,
+    PolicyHead,
+    make_trunk,
+    num_params,
+)
 
 
 def model_cfg(**kw):
@@ -115,3 +124,27 @@ def test_the_app_flushes_denormals():
     finally:
         torch.set_flush_denormal(False)
     assert float((tiny * 1.0)[0]) > 0.0
+
+
+def test_encoder_leaves_a_float_input_as_it_was():
+    # uint8 input is scaled in a fresh tensor in place; a float input must not be scaled in place
+    enc = ConvEncoder((3, 36, 36), CONV_TRUNKS["drq"][0], 1.0 / 255)
+    x = torch.randint(0, 256, (2, 3, 36, 36)).float()
+    before = x.clone()
+    out = enc(x)
+    assert torch.equal(x, before)
+    torch.testing.assert_close(out, enc(x.to(torch.uint8)))  # the same scaling either way
+    assert (out >= 0).all() and (out > 0).any()  # the ReLUs (in place) still apply
+
+
+def test_feature_layer_bf16_input_matches_fp32_and_keeps_its_checkpoint_keys():
+    torch.manual_seed(0)
+    layer = FeatureLayer(4000, 50)
+    assert [k for k in layer.state_dict()][:3] == ["0.weight", "0.bias", "1.weight"]
+    x = torch.randn(64, 4000).relu()
+    full = layer(x)
+    half = layer(x.to(torch.bfloat16))
+    assert full.dtype == half.dtype == torch.float32
+    assert (full - half).abs().max() < 0.05  # bf16 inputs and weights, fp32 accumulation
+    half.sum().backward()  # gradients reach the fp32 weights
+    assert layer[0].weight.grad.dtype == torch.float32 and layer[0].weight.grad.abs().sum() > 0

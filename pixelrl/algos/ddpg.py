@@ -20,7 +20,7 @@ import torch
 
 from pixelrl.buffers import ReplayBuffer, choose_storage
 from pixelrl.config import ConfigError
-from pixelrl.device import bf16_features, use_bf16
+from pixelrl.device import use_bf16
 from pixelrl.envs import TRAIN, control, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import (
@@ -56,17 +56,20 @@ def make_policy(cfg, obs_space, action_space) -> ContinuousActor:
 
 def random_shift(obs: torch.Tensor, pad: int) -> torch.Tensor:
     """DrQ's augmentation: shift each image by up to `pad` pixels each way, drawn per image, the
-    border repeated (= pad by replication, then crop back at a random offset). One gather; the
-    result is channels-last, the layout the conv encoder is fastest with on CPU."""
+    border repeated (= pad by replication, then crop back at a random offset). One row gather of
+    the channels-last pixels; the result is channels-last, the layout the conv encoder is
+    fastest with on CPU."""
     if pad == 0:
         return obs
-    n, _, h, w = obs.shape
+    n, c, h, w = obs.shape
     offsets = torch.randint(-pad, pad + 1, (n, 2), device=obs.device)
     rows = (torch.arange(h, device=obs.device) + offsets[:, :1]).clamp(0, h - 1)
     cols = (torch.arange(w, device=obs.device) + offsets[:, 1:]).clamp(0, w - 1)
-    batch = torch.arange(n, device=obs.device)[:, None, None]
-    shifted = obs.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return shifted.permute(0, 3, 1, 2)
+    # the source pixel of each output pixel, as an index into the (n*h*w, c) pixel rows
+    image = torch.arange(n, device=obs.device)[:, None, None] * (h * w)
+    source = (image + rows[:, :, None] * w + cols[:, None, :]).reshape(-1)
+    pixels = obs.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    return pixels.index_select(0, source).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def linear_decay(start: float, end: float, frames: int, decay_frames: int) -> float:
@@ -117,8 +120,12 @@ class DDPG:
         self.bf16 = use_bf16(a.precision, device)
 
     def _encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """The encoder's features, fp32 in any case (bf16 autocast inside when enabled)."""
-        return bf16_features(self.encoder, obs, self.device) if self.bf16 else self.encoder(obs)
+        """The encoder's features: bf16 with bf16 enabled (the heads' FeatureLayers multiply
+        them in bf16 and go on in fp32), else fp32."""
+        if not self.bf16:
+            return self.encoder(obs)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            return self.encoder(obs)
 
     def _clip(self, params) -> None:
         if self.a.max_grad_norm > 0:
