@@ -69,11 +69,15 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return False
 
 
-def bf16_features(module: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def bf16_features(
+    module: torch.nn.Module, x: torch.Tensor, device: torch.device, fp32: bool = True
+) -> torch.Tensor:
     """`module(x)` (a conv trunk or encoder) under bf16 autocast, returned as fp32 so that the heads,
-    the values (which reach hundreds) and the losses keep fp32 resolution."""
+    the values (which reach hundreds) and the losses keep fp32 resolution; `fp32=False` leaves it
+    bf16 for a consumer that takes bf16 itself (DDPG's FeatureLayer)."""
     with torch.autocast(device.type, dtype=torch.bfloat16):
-        return module(x).float()
+        out = module(x)
+    return out.float() if fp32 else out
 
 
 # glibc's mallopt parameters (malloc.h)

@@ -20,7 +20,7 @@ import torch
 
 from pixelrl.buffers import ReplayBuffer, choose_storage
 from pixelrl.config import ConfigError
-from pixelrl.device import use_bf16
+from pixelrl.device import bf16_features, use_bf16
 from pixelrl.envs import TRAIN, control, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import (
@@ -124,8 +124,7 @@ class DDPG:
         them in bf16 and go on in fp32), else fp32."""
         if not self.bf16:
             return self.encoder(obs)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            return self.encoder(obs)
+        return bf16_features(self.encoder, obs, self.device, fp32=False)
 
     def _clip(self, params) -> None:
         if self.a.max_grad_norm > 0:
