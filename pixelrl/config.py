@@ -230,6 +230,10 @@ class DDPGConfig(AlgoConfig):
     hidden_dim: int = 1024
     augment: bool = True  # random shift (pad 4), DrQ
     augment_pad: int = 4
+    # DrQ (Kostrikov et al. 2020): the critic's target averaged over target_augs shifts of s', its
+    # loss over q_augs shifts of s (1 and 1: DrQ-v2; DrQ used 2 and 2); each needs augment=true
+    target_augs: int = 1
+    q_augs: int = 1
     noise: str = "gaussian"  # gaussian (DrQ-v2 decaying schedule) | ou (DDPG paper)
     noise_std_start: float = 1.0
     noise_std_end: float = 0.1
@@ -390,6 +394,8 @@ _LOWER_BOUNDS = {
     "algo.feature_dim": (0, False),
     "algo.hidden_dim": (0, False),
     "algo.augment_pad": (0, True),
+    "algo.target_augs": (1, True),
+    "algo.q_augs": (1, True),
     "algo.noise_std_start": (0, True),
     "algo.noise_std_end": (0, True),
     "algo.noise_decay_frames": (0, False),
@@ -474,6 +480,14 @@ def validate(cfg: DictConfig) -> None:
         reason = unsupported_reason(cfg)
         if reason is not None:
             raise ConfigError(f"algo.collector=workers is not possible here: {reason}")
+    if cfg.algo.name == "ddpg" and not cfg.algo.augment:
+        for key in ("target_augs", "q_augs"):
+            if cfg.algo[key] > 1:
+                raise ConfigError(
+                    f"algo.{key}={cfg.algo[key]} averages over random shifts, but "
+                    "algo.augment=false: the copies would all be the same; set algo.augment=true "
+                    f"or algo.{key}=1"
+                )
     if cfg.algo.name == "reinforce" and cfg.algo.num_envs > cfg.algo.batch_episodes:
         raise ConfigError(
             f"algo.num_envs={cfg.algo.num_envs} must be <= algo.batch_episodes="

@@ -142,6 +142,43 @@ def test_double_q_has_two_heads_and_uses_the_smaller_target():
     assert m["target_q"] < 50.0
 
 
+def test_drq_averages_the_target_over_k_shifts_and_the_loss_over_m(monkeypatch):
+    """algo.target_augs=2, algo.q_augs=2 (DrQ's K and M): each row's target is the mean of the
+    target Q over its 2 shifted copies of s', and the loss the mean over 2 shifted copies of s. A
+    stand-in shift (copy j of the batch: the images rolled by 5j pixels) makes it checkable."""
+    import pixelrl.algos.ddpg as ddpg
+
+    def shift(x, pad):
+        copies = x.shape[0] // 16
+        return torch.cat([x[j * 16 : (j + 1) * 16].roll(5 * j, dims=-1) for j in range(copies)])
+
+    monkeypatch.setattr(ddpg, "random_shift", shift)
+    torch.manual_seed(0)
+    agent = DDPG(cfg(target_augs=2, q_augs=2, precision="fp32"), OBS, ACT, torch.device("cpu"))
+    b = batch()
+    obs, next_obs = torch.as_tensor(b["obs"]), torch.as_tensor(b["next_obs"])
+    action = torch.as_tensor(b["action"])
+    with torch.no_grad():  # Q values that differ clearly from image to image
+        agent.critic.qs[0][-1].weight.mul_(100.0)
+        agent.critic_target.qs[0][-1].weight.mul_(100.0)
+
+        def target_q(x):
+            f = agent.encoder(x)
+            return agent.critic_target(f, agent.actor_target(f))[:, 0]
+
+        def q(x):
+            return agent.critic(agent.encoder(x), action)[:, 0]
+
+        target = (
+            torch.as_tensor(b["reward"])
+            + 0.9 * (target_q(next_obs) + target_q(next_obs.roll(5, dims=-1))) / 2
+        )
+        loss = (q(obs) - target).pow(2).mean() + (q(obs.roll(5, dims=-1)) - target).pow(2).mean()
+    m = agent.update(b, smoothing_std=0.0)
+    assert float(m["target_q"]) == pytest.approx(float(target.mean()), rel=1e-5)
+    assert float(m["critic_loss"]) == pytest.approx(float(loss) / 2, rel=1e-5)
+
+
 @pytest.mark.parametrize("weight", [0.0, 1e-2])
 def test_pre_tanh_penalty_pulls_a_saturated_actor_back(weight):
     """A saturated actor (tanh input ~ 20) gets no gradient from Q through tanh, and Adam keeps
@@ -355,6 +392,11 @@ BAD_CONFIG = [  # caught by validate() before anything runs
         "algo.noise='pink' is not allowed; choose one of: gaussian, ou",
     ),
     (["algo=ddpg", "env=Reach", "algo.tau=0"], "algo.tau=0.0 is out of range; it must be > 0"),
+    (
+        ["algo=ddpg", "env=Reach", "algo.augment=false", "algo.q_augs=2"],
+        "algo.q_augs=2 averages over random shifts, but algo.augment=false",
+    ),
+    (["algo=ddpg", "env=Reach", "algo.target_augs=0"], "algo.target_augs=0 is out of range"),
     (
         ["algo=ddpg", "env=Reach", "algo.precision=fp16"],
         "algo.precision='fp16' is not allowed; choose one of: auto, fp32, bf16",

@@ -9,6 +9,8 @@ Each update samples n-step transitions (s, a, R, g^m, s') from replay, randomly 
 Exploration: a = clip(mu(f(s)) + noise, -1, 1), Gaussian with a linearly decaying std (DrQ-v2)
 or Ornstein-Uhlenbeck (the paper); uniform random actions for the first `warmup_frames`.
 `double_q` adds a second Q head and takes the min of the targets (clipped double-Q, TD3).
+`target_augs` (DrQ's K) averages the target over that many shifts of s', `q_augs` (M) the critic's
+loss over that many shifts of s; the actor then trains on all m shifted copies.
 """
 
 from __future__ import annotations
@@ -134,13 +136,19 @@ class DDPG:
         """One critic and one actor step on `batch` (ReplayBuffer.sample). Returns 0-d tensors,
         left on the device and read when the losses are logged, not after every update."""
         a, dev = self.a, self.device
+        m, k = a.q_augs, a.target_augs
         obs = torch.as_tensor(batch["obs"], device=dev)
         next_obs = torch.as_tensor(batch["next_obs"], device=dev)
-        if a.augment:
-            obs, next_obs = random_shift(obs, a.augment_pad), random_shift(next_obs, a.augment_pad)
         action = torch.as_tensor(batch["action"], device=dev)
         reward = torch.as_tensor(batch["reward"], device=dev)
         discount = torch.as_tensor(batch["discount"], device=dev)
+        n = obs.shape[0]
+        if m > 1:  # DrQ's M: each transition m times, each copy shifted on its own
+            obs, action = obs.repeat(m, 1, 1, 1), action.repeat(m, 1)
+        if k > 1:  # DrQ's K
+            next_obs = next_obs.repeat(k, 1, 1, 1)
+        if a.augment:
+            obs, next_obs = random_shift(obs, a.augment_pad), random_shift(next_obs, a.augment_pad)
 
         features = self._encode(obs)
         with torch.no_grad():
@@ -152,9 +160,10 @@ class DDPG:
                 )
                 next_action = (next_action + eps).clamp(-1.0, 1.0)
             next_q = self.critic_target(next_features, next_action).min(dim=-1).values
-            target = reward + discount * next_q
+            target = reward + discount * next_q.view(k, n).mean(dim=0)
         q = self.critic(features, action)
-        critic_loss = (q - target[:, None]).pow(2).mean(dim=0).sum()
+        # the mean over the batch and the m copies, summed over the Q heads
+        critic_loss = (q.view(m, n, -1) - target[:, None]).pow(2).mean(dim=(0, 1)).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self._clip(self.critic_opt.param_groups[0]["params"])
