@@ -371,6 +371,7 @@ def test_cartpole_100k_preset():
     assert (cfg.algo.name, cfg.env.name, cfg.env.task) == ("ddpg", "dmc", "cartpole_swingup")
     assert (cfg.env.action_repeat, cfg.total_frames, cfg.eval.every_frames) == (8, 100_000, 10_000)
     assert (cfg.algo.lr, cfg.algo.noise_decay_frames, cfg.algo.pre_tanh_l2) == (5e-4, 50_000, 1e-3)
+    assert (cfg.env.resolution, cfg.algo.update_every) == (64, 1)
     cfg = pixelrl.compose_config(["experiment=ddpg_cartpole_100k", "algo.lr=1e-4", "seed=2"])
     assert cfg.algo.lr == 1e-4 and cfg.seed == 2 and cfg.env.action_repeat == 8
 
