@@ -14,21 +14,10 @@ __all__ = ["make_env", "load_agent", "compose_config", "__version__"]
 
 
 def compose_config(overrides: list[str] | None = None, check: bool = True):
-    """The composed (and, with check=True, validated) config for command-line style overrides."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    """The composed (and, with check=True, checked) config for command-line style overrides."""
+    from pixelrl.app import compose_config as _compose
 
-    from pixelrl.config import register_configs, validate
-
-    register_configs()
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose("config", overrides=list(overrides or []))
-    else:
-        with initialize_config_module("pixelrl.conf", version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides or []))
-    if check:
-        validate(cfg)
-    return cfg
+    return _compose(overrides, check)
 
 
 def make_env(name: str, seed: int = 0, num_envs: int = 1, mode: str = "train", **env_overrides):
@@ -40,7 +29,8 @@ def make_env(name: str, seed: int = 0, num_envs: int = 1, mode: str = "train", *
     """
     from omegaconf import OmegaConf
 
-    from pixelrl.config import CONTINUOUS_ENV_KINDS, validate
+    from pixelrl.app import check_config
+    from pixelrl.config import CONTINUOUS_ENV_KINDS
     from pixelrl.envs import make_vector_env
 
     cfg = compose_config([f"env={name}"], check=False)
@@ -48,7 +38,7 @@ def make_env(name: str, seed: int = 0, num_envs: int = 1, mode: str = "train", *
         cfg = compose_config([f"env={name}", "algo=ddpg"], check=False)
     for key, value in env_overrides.items():
         OmegaConf.update(cfg, f"env.{key}", value, merge=True)
-    validate(cfg)
+    check_config(cfg)
     env = make_vector_env(cfg.env, num_envs, mode=mode)
     env.default_seed = seed
     return env

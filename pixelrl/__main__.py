@@ -15,31 +15,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from pathlib import Path
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def _conf_dir() -> Path:
-    import importlib.resources
-
-    try:
-        return Path(str(importlib.resources.files("pixelrl.conf")))
-    except ModuleNotFoundError:
-        return CONF_DIR
-
-
-def _options(group: str) -> list[tuple[str, str]]:
-    """(option, first comment line) for every yaml of a config group."""
-    out = []
-    for path in sorted((_conf_dir() / group).glob("*.yaml"), key=lambda p: p.stem.lower()):
-        desc = ""
-        for line in path.read_text().splitlines():
-            if line.startswith("#") and not line.startswith("# @package"):
-                desc = line.lstrip("# ").strip()
-                break
-        out.append((path.stem, desc))
-    return out
 
 
 def help_text() -> str:
@@ -52,12 +27,14 @@ def help_text() -> str:
         "defaults: mode=train algo=a3c env=Pong",
         "",
     ]
+    from pixelrl.config import options
+
     for group, title in (
         ("algo", "algorithms (algo=)"),
         ("env", "environments (env=)"),
         ("experiment", "presets (experiment=)"),
     ):
-        opts = _options(group)
+        opts = options(group)
         if not opts:
             continue
         lines.append(title + ":")
@@ -92,47 +69,37 @@ def _first_line(text: str) -> str:
     return ""
 
 
+_EXPECTED = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
+
+
 def hydra_error_line(exc: BaseException) -> str | None:
     """A one-line message for Hydra/OmegaConf composition errors (None: not one of those)."""
-    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-    from omegaconf.errors import OmegaConfBaseException
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, ValidationError
 
-    msg = str(exc)
-    if isinstance(exc, MissingConfigException):
-        m = re.search(r"Could not find '([^']+)/([^'/]+)'", msg)
-        if m:
-            group, option = m.groups()
-            valid = [name for name, _ in _options(group)] or list(
-                getattr(exc, "options", None) or []
-            )
-            return f"unknown {group} {option!r}; choose one of: {', '.join(valid)}"
-        return _first_line(msg)
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        return f"unknown {group} {option!r}; choose one of: {', '.join(exc.options or [])}"
     cause = exc.__cause__
-    if isinstance(exc, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException):
-        key = getattr(cause, "full_key", None) or ""
-        m = re.search(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", str(cause))
-        if m:
-            value, _, target = m.groups()
-            kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(
-                target, target
-            )
-            return f"{key}={value!r} is not valid: expected {kind}"
-        if re.search(r"Key '[^']+' not in '", str(cause)) or "is not in struct" in str(cause):
-            return f"unknown config key {key!r} (python -m pixelrl --help lists the options)"
-        m = re.search(r"Invalid value '(.*)', expected one of \[(.*)\]", str(cause))
-        if m:
-            return f"{key}={m.group(1)!r} is not allowed; choose one of: {m.group(2)}"
-        return f"{key}: {_first_line(str(cause))}" if key else _first_line(str(cause))
-    m = re.search(r"Could not override '([^']+)'", msg)
-    if m:
-        return f"unknown config key {m.group(1)!r} (python -m pixelrl --help lists the options)"
-    m = re.search(r"Could not append to config\. An item is already at '([^']+)'", msg)
+    key = getattr(cause, "full_key", None) or ""
+    if isinstance(cause, ConfigAttributeError) and key:
+        return f"unknown config key {key!r} (python -m pixelrl --help lists the options)"
+    if isinstance(cause, ValidationError) and key:
+        # OmegaConf names the type it wanted only in its message
+        m = re.search(r"could not be converted to (\w+)|is not a valid (bool)", cause.msg or "")
+        target = (m.group(1) or "Boolean") if m else None
+        if target:
+            kind = _EXPECTED.get(target, target)
+            return f"{key}={cause.value!r} is not valid: expected {kind}"
+    m = re.search(r"An item is already at '([^']+)'", str(exc))  # Hydra's '+key=' on a key
     if m:
         return f"{m.group(1)} already exists; drop the '+' to override it"
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
-        line = _first_line(msg)
+        line = _first_line(str(exc))
         if cause is not None and _first_line(str(cause)):
-            line = f"{line}: {_first_line(str(cause))}"
+            line = (
+                f"{key}: {_first_line(str(cause))}" if key else f"{line}: {_first_line(str(cause))}"
+            )
         return line
     return None
 
@@ -146,16 +113,12 @@ def _task(cfg) -> None:
     """The Hydra task. Errors end the process from here, as one line, so that Hydra does not add
     its own 'Error executing job' block; an interrupted run stops the sweep too."""
     from pixelrl.app import run_job
-    from pixelrl.checkpoint import CheckpointError
-    from pixelrl.config import ConfigError
-    from pixelrl.run import TrainingError
+    from pixelrl.errors import PixelrlError
 
     try:
         code = run_job(cfg) or 0
-    except (ConfigError, CheckpointError) as e:
-        _fail(str(e), 2)
-    except TrainingError as e:
-        _fail(str(e), 1)
+    except PixelrlError as e:
+        _fail(str(e), e.exit_code)
     if code:
         sys.exit(code)
 
@@ -169,9 +132,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     import hydra
 
-    from pixelrl.checkpoint import CheckpointError
-    from pixelrl.config import ConfigError, register_configs
-    from pixelrl.run import TrainingError
+    from pixelrl.config import register_configs
 
     register_configs()
     entry = hydra.main(version_base="1.3", config_path="pkg://pixelrl.conf", config_name="config")(
@@ -179,12 +140,6 @@ def main() -> None:
     )
     try:
         entry()
-    except (ConfigError, CheckpointError) as e:
-        print(f"pixelrl: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except TrainingError as e:
-        print(f"pixelrl: error: {e}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
         print("pixelrl: aborted", file=sys.stderr)
         sys.exit(130)

@@ -1,4 +1,9 @@
-"""One Hydra job: validate, seed, pick the device, then train, evaluate or watch."""
+"""One Hydra job: validate, seed, pick the device, then train, evaluate or watch.
+
+Also the config's two entry points outside Hydra's app: `compose_config` (what the command line
+would compose, for the Python API and the benchmarks) and `check_config` (every value check: the
+schema's, the device's, the env family's and the algorithm's).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,38 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pixelrl import algos, checkpoint, compose_config
-from pixelrl.config import ConfigError, validate
-from pixelrl.device import describe, keep_freed_memory, resolve_device
+from pixelrl import algos, checkpoint, envs
+from pixelrl.config import register_configs, validate
+from pixelrl.device import check_spec, describe, keep_freed_memory, resolve_device
+from pixelrl.errors import CheckpointError, ConfigError
 from pixelrl.run import Run, seed_everything
+from pixelrl.tracking import summarize_returns
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) for any value or combination that cannot run."""
+    validate(cfg)
+    check_spec(cfg.device)
+    envs.check(cfg.env)
+    algo = algos.get(cfg.algo.name)
+    if hasattr(algo, "check"):
+        algo.check(cfg)
+
+
+def compose_config(overrides: list[str] | None = None, check: bool = True) -> DictConfig:
+    """The config that `python -m pixelrl <overrides>` would run (checked unless check=False)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose("config", overrides=list(overrides or []))
+    else:
+        with initialize_config_module("pixelrl.conf", version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides or []))
+    if check:
+        check_config(cfg)
+    return cfg
 
 
 def _hydra_context():
@@ -104,7 +137,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name)
     if cfg.resume:
         resume = checkpoint.load(cfg.resume, key="resume")
         cfg = config_from_checkpoint(resume, cfg, overrides, "resume")
-        validate(cfg)
+        check_config(cfg)
         run_dir = checkpoint.resolve(cfg.resume, "resume").parent.parent
         if resume["frames"] >= cfg.total_frames:
             print(
@@ -164,7 +197,7 @@ def build_agent(payload: dict, cfg: DictConfig, device: torch.device) -> Agent:
     try:
         policy.load_state_dict(payload["models"]["policy"])
     except (RuntimeError, KeyError) as e:
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"checkpoint weights do not fit the network: {str(e).splitlines()[0][:160]}"
         ) from None
     return Agent(policy.to(device), cfg, device)
@@ -182,7 +215,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str], wa
 
     payload = checkpoint.load(cfg.load)
     cfg = config_from_checkpoint(payload, cfg, overrides, "load")
-    validate(cfg)
+    check_config(cfg)
     device = resolve_device(cfg.device)
     _set_threads(cfg)
     seed_everything(cfg.seed)
@@ -200,11 +233,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str], wa
             returns, lengths = evaluator.evaluate(agent.act)
     finally:
         evaluator.close()
-    result = {
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-        "episodes": len(returns),
-    }
+    result = summarize_returns(returns)
     with open(run_dir / "eval.json", "w") as f:
         json.dump(
             {**result, "returns": returns, "lengths": lengths, "checkpoint": str(cfg.load)},
@@ -216,7 +245,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str], wa
 
 
 def run_job(cfg: DictConfig) -> int:
-    validate(cfg)
+    check_config(cfg)
     run_dir, overrides, group, job_name = _hydra_context()
     if cfg.mode == "train":
         return train(cfg, run_dir, overrides, group, job_name)

@@ -214,20 +214,17 @@ def raw_env_speed(overrides: list[str], num_envs: int, seconds: float) -> dict:
 
     for _ in range(20):  # warm-up
         env.step(random_actions())
-    from pixelrl.envs.vector import ProcVectorEnv
-
-    base = getattr(env, "env", env)
     steps, start = 0, time.perf_counter()
-    if isinstance(base, ProcVectorEnv):  # its fastest mode: each worker's block on its own
-        pending = set(range(len(base.blocks)))
+    if env.blocks is not None:  # its fastest mode: each worker's block on its own
+        pending = set(range(len(env.blocks)))
         for b in pending:
-            base.step_block_async(b, random_actions()[: len(base.blocks[b])])
+            env.step_block_async(b, random_actions()[: len(env.blocks[b])])
         while time.perf_counter() - start < seconds:
-            b, _ = base.wait_any_block(pending)
-            steps += len(base.blocks[b])
-            base.step_block_async(b, random_actions()[: len(base.blocks[b])])
+            b, _ = env.wait_any_block(pending)
+            steps += len(env.blocks[b])
+            env.step_block_async(b, random_actions()[: len(env.blocks[b])])
         for b in pending:
-            base.wait_any_block({b})
+            env.wait_any_block({b})
     else:
         while time.perf_counter() - start < seconds:
             env.step(random_actions())
@@ -466,6 +463,18 @@ def format_result(r: dict, unit: str) -> str:
     return line
 
 
+def _option(opts: dict, key: str, cast, ok, what: str):
+    """opts[key] as `cast`, or None after one error line when it is not `what`."""
+    try:
+        value = cast(opts[key])
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        print(f"pixelrl.bench: error: {key}={opts[key]!r} must be {what}", file=sys.stderr)
+        return None
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
@@ -499,25 +508,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        seconds = float(opts["seconds"])
-    except ValueError:
-        seconds = -1
-    if seconds <= 0:
-        print(
-            f"pixelrl.bench: error: seconds={opts['seconds']!r} must be a positive number",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        replay_frames = int(opts["replay_frames"])
-    except ValueError:
-        replay_frames = 0
-    if replay_frames < 1000:
-        print(
-            f"pixelrl.bench: error: replay_frames={opts['replay_frames']!r} must be an integer >= 1000",
-            file=sys.stderr,
-        )
+    seconds = _option(opts, "seconds", float, lambda v: v > 0, "a positive number")
+    replay_frames = _option(opts, "replay_frames", int, lambda v: v >= 1000, "an integer >= 1000")
+    if seconds is None or replay_frames is None:
         return 2
     device = opts["device"]
     info = machine_info(device)

@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 import torch
 
-from pixelrl.config import ConfigError
+from pixelrl.errors import ConfigError
 
 RAM_FRACTION = 0.9  # refuse a buffer that needs more than this share of the available RAM
 GPU_FRACTION = 0.5  # frames go on the GPU only within this share of its free memory

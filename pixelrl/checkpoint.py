@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixelrl.errors import CheckpointError
+
 FORMAT = "pixelrl-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint path that cannot be used; one line for the user."""
 
 
 def resolve(path: str | os.PathLike, key: str = "load") -> Path:
@@ -126,3 +124,23 @@ def spaces_from_payload(payload: dict[str, Any]):
     if "n" in sp:
         return obs, gym.spaces.Discrete(int(sp["n"]))
     return obs, gym.spaces.Box(sp["act_low"].numpy(), sp["act_high"].numpy())
+
+
+def learner_state(models: dict, optimizers: dict, **extra) -> dict[str, Any]:
+    """The part of a checkpoint an algorithm owns: its networks' weights, its optimizers'
+    statistics and any `extra` counters ({"models": ..., "optimizers": ..., "extra": ...})."""
+    state = {
+        "models": {name: m.state_dict() for name, m in models.items()},
+        "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+    }
+    if extra:
+        state["extra"] = extra
+    return state
+
+
+def restore_learner(payload: dict[str, Any], models: dict, optimizers: dict) -> None:
+    """Load what learner_state saved into freshly built networks and optimizers."""
+    for name, m in models.items():
+        m.load_state_dict(payload["models"][name])
+    for name, o in optimizers.items():
+        o.load_state_dict(payload["optimizers"][name])

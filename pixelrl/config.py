@@ -1,22 +1,44 @@
 """The configuration schema (dataclasses in Hydra's ConfigStore) and its value checks.
 
 Hydra composes `conf/` on top of these dataclasses, so a wrong *type* (`algo.lr=abc`) is caught at
-composition; `validate()` then checks *values* (ranges, choices, combinations) and raises
-`ConfigError` with one line that names the key, the value and what is allowed.
+composition; `validate()` then checks *values* and raises `ConfigError` with one line that names
+the key, the value and what is allowed. A key's allowed values and range are written once, beside
+its default (`one_of(...)`, `bounded(...)`); checks that need an env family or an algorithm
+(ROM ids, dm_control tasks, which collector can run a network) live with that family or algorithm
+and are called by the app (`pixelrl.app.check_config`).
+
+This module imports nothing from pixelrl but its errors, so every layer may read the schema.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from pixelrl.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A bad configuration value; its message is one line meant for the user."""
+__all__ = ["ConfigError", "Config", "validate", "register_configs"]
 
+
+def one_of(default: Any, allowed: tuple) -> Any:
+    """A key whose value must be one of `allowed` (checked by validate(), listed in errors)."""
+    return field(default=default, metadata={"choices": tuple(allowed)})
+
+
+def bounded(
+    default: Any, gt: float | None = None, ge: float | None = None, le: float | None = None
+):
+    """A numeric key with bounds: > gt, >= ge, and within [0, le]."""
+    return field(default=default, metadata={"gt": gt, "ge": ge, "le": le})
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # --------------------------------------------------------------------------------------------
 # Top-level sections
@@ -25,7 +47,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"  # offline (default, no network) | online | disabled
+    # offline: written under <run>/wandb, never needs a network; online: needs `wandb login`
+    mode: str = one_of("offline", ("offline", "online", "disabled"))
     project: str = "pixelrl"
     entity: str | None = None
     group: str | None = None  # sweeps default to the sweep's directory name
@@ -37,15 +60,15 @@ class WandbConfig:
 class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     progress: bool = True  # tqdm bar on a terminal, a status line every print_every_s otherwise
-    print_every_s: float = 30.0
-    fps_every_s: float = 10.0  # how often train/fps is written
+    print_every_s: float = bounded(30.0, gt=0)
+    fps_every_s: float = bounded(10.0, ge=0)  # how often train/fps is written (0: every update)
 
 
 @dataclass
 class EvalConfig:
-    every_frames: int = 1_000_000  # 0 disables periodic evaluation
-    episodes: int = 10
-    num_envs: int = 4  # episodes run in parallel
+    every_frames: int = bounded(1_000_000, ge=0)  # 0 disables periodic evaluation
+    episodes: int = bounded(10, gt=0)
+    num_envs: int = bounded(4, gt=0)  # episodes run in parallel
     final: bool = True  # evaluate once more at the end of training
     # time-to-solve runs: stop training once an evaluation's mean return reaches this (null: never)
     target_return: float | None = None
@@ -57,87 +80,100 @@ class EvalConfig:
 @dataclass
 class VideoConfig:
     enabled: bool = True  # record one episode at each evaluation (and in mode=watch)
-    max_steps: int = 4_000  # agent steps per video
-    fps: int = 0  # 0: the env's natural rate (60 / frame skip for Atari)
-    episodes: int = 1  # episodes recorded in mode=watch
+    max_steps: int = bounded(4_000, gt=0)  # agent steps per video
+    fps: int = bounded(0, ge=0)  # 0: the env's natural rate (60 / frame skip for Atari)
+    episodes: int = bounded(1, gt=0)  # episodes recorded in mode=watch
 
 
 @dataclass
 class CheckpointConfig:
-    every_frames: int = 1_000_000  # 0: only at the end
+    every_frames: int = bounded(1_000_000, ge=0)  # 0: only at the end
     include_replay: bool = False  # DDPG: store the replay buffer too (large)
 
 
 @dataclass
 class ModelConfig:
-    trunk: str = "nature"  # nature | a3c | drq | mlp
-    hidden: int | None = None  # width of the trunk's last layer; null = the trunk's default
-    mlp_layers: int = 1  # mlp trunk: number of hidden layers
+    # conv trunks: nature (DQN), a3c (the A3C paper's, ~3x cheaper), drq (DrQ-v2's encoder)
+    trunk: str = one_of("nature", ("nature", "a3c", "drq", "mlp"))
+    hidden: int | None = bounded(None, gt=0)  # width of the trunk's last layer; null: default
+    mlp_layers: int = bounded(1, gt=0)  # mlp trunk: number of hidden layers
     bias: bool = True
-    init: str = "orthogonal"  # orthogonal | karpathy (N(0,1)/sqrt(fan_in), pg-pong)
-    policy_head: str = "softmax"  # softmax | sigmoid (two actions, P(first) = sigmoid(z): pg-pong)
+    # orthogonal, or karpathy: N(0,1)/sqrt(fan_in), pg-pong's
+    init: str = one_of("orthogonal", ("orthogonal", "karpathy"))
+    # softmax, or sigmoid: two actions, P(first) = sigmoid(z), pg-pong's
+    policy_head: str = one_of("softmax", ("softmax", "sigmoid"))
 
 
 # --------------------------------------------------------------------------------------------
 # Environments
 # --------------------------------------------------------------------------------------------
 
+BACKENDS = ("sync", "async", "ale_vector", "procs")
+ENV_KINDS = ("atari", "toy", "control", "dmc")
+
 
 @dataclass
 class EnvConfig:
     name: str = MISSING  # the option name (env=Pong)
-    kind: str = MISSING  # atari | toy | control | dmc
-    backend: str = "sync"  # sync | async | ale_vector (Atari) | procs (multi-env worker processes)
-    frame_stack: int = 4
+    kind: str = one_of(MISSING, ENV_KINDS)
+    # sync | async (gymnasium) | ale_vector (Atari, C++) | procs (several envs per process)
+    backend: str = one_of("sync", BACKENDS)
+    frame_stack: int = bounded(4, gt=0)
     clip_rewards: bool = False  # training only; evaluation always reports the raw score
     episodic_life: bool = False  # training only
-    max_episode_frames: int = 108_000
+    max_episode_frames: int = bounded(108_000, gt=0)
 
 
 @dataclass
 class AtariEnvConfig(EnvConfig):
-    kind: str = "atari"
-    backend: str = "ale_vector"
+    kind: str = one_of("atari", ENV_KINDS)
+    backend: str = one_of("ale_vector", BACKENDS)
     game: str | None = None  # ALE ROM id in snake_case: pong, breakout, space_invaders, ...
-    preprocess: str = "standard"  # standard (DQN/A3C) | karpathy (Pong from Pixels)
-    sticky_actions: float = 0.0  # repeat_action_probability: 0.0 (v4/NoFrameskip) or 0.25 (v5/v0)
-    frame_skip: int = 4
+    # standard (DQN/A3C) | karpathy (Pong from Pixels: crop, downsample, difference of frames)
+    preprocess: str = one_of("standard", ("standard", "karpathy"))
+    # repeat_action_probability: 0.0 (v4/NoFrameskip) or 0.25 (v5/v0)
+    sticky_actions: float = bounded(0.0, le=1.0)
+    frame_skip: int = bounded(4, gt=0)
     frame_skip_range: list[int] | None = None  # e.g. [2, 4]: random skip per step (Pong-v0)
     max_pool: bool = True  # max over the last two raw frames of each skip
-    noop_max: int = 30
+    noop_max: int = bounded(30, ge=0)
     fire_reset: bool = True
     episodic_life: bool = True
     clip_rewards: bool = True
-    resolution: int = 84
-    frame_stack: int = 4
+    resolution: int = bounded(84, gt=7)
+    frame_stack: int = bounded(4, gt=0)
     full_action_space: bool = False
     action_set: list[int] | None = None  # a subset of the minimal action set, e.g. [2, 3]
 
 
 @dataclass
 class ToyEnvConfig(EnvConfig):
-    kind: str = "toy"
-    backend: str = "sync"
-    rows: int = 10
-    cols: int = 5
-    scale: int = 2  # pixels per grid cell
-    frame_stack: int = 1
-    max_episode_frames: int = 1_000
+    kind: str = one_of("toy", ENV_KINDS)
+    backend: str = one_of("sync", BACKENDS)
+    rows: int = bounded(10, gt=2)
+    cols: int = bounded(5, gt=1)
+    scale: int = bounded(2, gt=0)  # pixels per grid cell
+    frame_stack: int = bounded(1, gt=0)
+    max_episode_frames: int = bounded(1_000, gt=0)
 
 
 @dataclass
 class ControlEnvConfig(EnvConfig):
-    kind: str = "control"  # control (gymnasium / toy) | dmc (DeepMind Control Suite)
-    backend: str = "sync"
+    # control (gymnasium / toy) | dmc (DeepMind Control Suite)
+    kind: str = one_of("control", ENV_KINDS)
+    backend: str = one_of("sync", BACKENDS)
     id: str = MISSING  # gymnasium id (Pendulum-v1, CarRacing-v3) or Reach (toy)
     task: str | None = None  # dmc: <domain>_<task>, e.g. cartpole_swingup
-    action_repeat: int = 2  # DrQ-v2; the PlaNet-100k protocol uses 8 for cartpole
-    resolution: int = 84  # square frames (84 or 64)
-    frame_stack: int = 3
+    action_repeat: int = bounded(2, gt=0)  # DrQ-v2; the PlaNet-100k protocol uses 8 for cartpole
+    resolution: int = bounded(84, gt=7)  # square frames (84 or 64)
+    frame_stack: int = bounded(3, gt=0)
     grayscale: bool = False
-    camera: int = 0  # dmc camera id (DrQ-v2 uses 2 for quadruped)
-    max_episode_frames: int = 1_000  # env frames (before action repeat)
+    camera: int = bounded(0, ge=0)  # dmc camera id (DrQ-v2 uses 2 for quadruped)
+    max_episode_frames: int = bounded(1_000, gt=0)  # env frames (before action repeat)
 
+
+ENV_SCHEMAS = {"atari": AtariEnvConfig, "toy": ToyEnvConfig, "control": ControlEnvConfig}
+CONTINUOUS_ENV_KINDS = ("control", "dmc")
 
 # --------------------------------------------------------------------------------------------
 # Algorithms
@@ -147,112 +183,126 @@ class ControlEnvConfig(EnvConfig):
 @dataclass
 class AlgoConfig:
     name: str = MISSING
-    gamma: float = 0.99
-    lr: float = 7e-4
-    optimizer: str = "rmsprop"
-    rmsprop_alpha: float = 0.99
-    eps: float = 1e-5
-    max_grad_norm: float = 0.5  # 0 disables clipping
-    lr_decay: str = "linear"  # linear (to 0 at total_frames) | none
+    gamma: float = bounded(0.99, le=1.0)
+    lr: float = bounded(7e-4, gt=0)
+    optimizer: str = one_of("rmsprop", ("rmsprop", "adam"))
+    rmsprop_alpha: float = bounded(0.99, le=1.0)
+    eps: float = bounded(1e-5, gt=0)
+    max_grad_norm: float = bounded(0.5, ge=0)  # 0 disables clipping
+    # linear: lr decays to 0 at total_frames | none
+    lr_decay: str = one_of("linear", ("linear", "none"))
 
 
 @dataclass
 class ActorCriticConfig(AlgoConfig):
     name: str = "actor_critic"
-    num_envs: int = 16
-    n_steps: int = 5
-    psi: str = "advantage"  # td | q | advantage | gae
-    gae_lambda: float = 0.95
-    entropy_coef: float = 0.01
-    value_coef: float = 0.5
+    num_envs: int = bounded(16, gt=0)
+    n_steps: int = bounded(5, gt=0)
+    # Psi_t: td (TD residual) | q (n-step return) | advantage (n-step return - V) | gae
+    psi: str = one_of("advantage", ("td", "q", "advantage", "gae"))
+    gae_lambda: float = bounded(0.95, le=1.0)
+    entropy_coef: float = bounded(0.01, ge=0)
+    value_coef: float = bounded(0.5, ge=0)
     # the loss's forward pass: fp32 (graphs kept while acting) | bf16 (act without graphs, then one
     # forward over the whole rollout with the trunk under bf16 autocast; heads, losses, weights fp32)
     # | auto (bf16 where the hardware multiplies it natively: AMX CPUs, CUDA with bf16)
-    precision: str = "auto"
+    precision: str = one_of("auto", PRECISIONS)
 
 
 @dataclass
 class A3CConfig(ActorCriticConfig):
     name: str = "a3c"
-    num_workers: int = 2  # actor-learner processes; 0 runs the same code serially in-process
-    num_envs: int = 8  # envs per worker (batched acting inside each worker)
-    n_steps: int = 5  # t_max of the A3C paper
-    optimizer: str = "shared_rmsprop"  # shared_rmsprop | shared_adam
-    lr: float = 7e-4
-    eps: float = 1e-5
-    max_grad_norm: float = 0.5
+    num_workers: int = bounded(2, ge=0)  # actor-learner processes; 0: the same code serially
+    num_envs: int = bounded(8, gt=0)  # envs per worker (batched acting inside each worker)
+    n_steps: int = bounded(5, gt=0)  # t_max of the A3C paper
+    optimizer: str = one_of("shared_rmsprop", ("shared_rmsprop", "shared_adam"))
+    lr: float = bounded(7e-4, gt=0)
+    eps: float = bounded(1e-5, gt=0)
+    max_grad_norm: float = bounded(0.5, ge=0)
     lock_optimizer: bool = True  # serialize step() so interleaved steps never mix statistics
-    gae_lambda: float = 1.0
+    gae_lambda: float = bounded(1.0, le=1.0)
 
 
 @dataclass
 class ReinforceConfig(AlgoConfig):
     name: str = "reinforce"
-    num_envs: int = 10  # episodes played at once; equal to batch_episodes keeps it on-policy
-    batch_episodes: int = 10
-    psi: str = "reward_to_go"  # total | reward_to_go | baseline
-    baseline: str = "value"  # value (learned head) | running_mean
-    baseline_decay: float = 0.99  # running_mean baseline
-    reset_on_reward: bool = False
-    normalize_returns: str = "batch"  # none | episode (pg-pong) | batch
-    entropy_coef: float = 0.0
-    value_coef: float = 0.5
-    optimizer: str = "rmsprop"
-    lr: float = 1e-3
-    max_grad_norm: float = 0.0
-    lr_decay: str = "none"
-    update_chunk: int = 4096  # samples per forward/backward chunk when accumulating gradients
+    num_envs: int = bounded(10, gt=0)  # episodes played at once; = batch_episodes: on-policy
+    batch_episodes: int = bounded(10, gt=0)
+    # Psi_t: total (whole return) | reward_to_go | baseline (reward-to-go minus a baseline)
+    psi: str = one_of("reward_to_go", ("total", "reward_to_go", "baseline"))
+    # value (a learned head) | running_mean (of the returns)
+    baseline: str = one_of("value", ("value", "running_mean"))
+    baseline_decay: float = bounded(0.99, le=1.0)  # running_mean baseline
+    reset_on_reward: bool = False  # restart the discounted sum at every nonzero reward (Pong)
+    # standardize Psi: none | episode (pg-pong) | batch
+    normalize_returns: str = one_of("batch", ("none", "episode", "batch"))
+    entropy_coef: float = bounded(0.0, ge=0)
+    value_coef: float = bounded(0.5, ge=0)
+    optimizer: str = one_of("rmsprop", ("rmsprop", "adam"))
+    lr: float = bounded(1e-3, gt=0)
+    max_grad_norm: float = bounded(0.0, ge=0)
+    lr_decay: str = one_of("none", ("linear", "none"))
+    update_chunk: int = bounded(4096, gt=0)  # samples per forward/backward chunk
     wait_for_batch: bool = True  # exact: all episodes of a batch by one policy; false: pipelined
     # where the policy plays: batched (envs in processes, any network, forward passes batched in
     # the learner) | workers (each env process plays and differentiates whole episodes with a
     # numpy copy of a one-hidden-layer MLP: pg-pong's fast path) | auto (workers where possible)
-    collector: str = "auto"
+    collector: str = one_of("auto", ("auto", "batched", "workers"))
 
 
 @dataclass
 class DDPGConfig(AlgoConfig):
     name: str = "ddpg"
-    num_envs: int = 1
-    lr: float = 1e-4
-    optimizer: str = "adam"
-    eps: float = 1e-8
-    max_grad_norm: float = 0.0
-    lr_decay: str = "none"
-    batch_size: int = 256
-    buffer_size: int = 100_000  # frames kept (one per transition, plus one per episode)
-    warmup_frames: int = 4_000  # uniform random actions before learning starts
-    update_every: int = 2  # env steps between updates
-    updates_per_step: int = 1
-    n_step: int = 3
-    tau: float = 0.01  # soft target update: target <- tau * online + (1 - tau) * target
-    encoder: str = "drq"  # conv layers of the shared encoder: drq | nature | a3c
-    feature_dim: int = 50
-    hidden_dim: int = 1024
+    num_envs: int = bounded(1, gt=0)
+    lr: float = bounded(1e-4, gt=0)
+    optimizer: str = one_of("adam", ("adam",))
+    eps: float = bounded(1e-8, gt=0)
+    max_grad_norm: float = bounded(0.0, ge=0)
+    lr_decay: str = one_of("none", ("linear", "none"))
+    batch_size: int = bounded(256, gt=0)
+    buffer_size: int = bounded(100_000, gt=0)  # frames kept (one per transition + one per episode)
+    warmup_frames: int = bounded(4_000, ge=0)  # uniform random actions before learning starts
+    update_every: int = bounded(2, gt=0)  # env steps between updates
+    updates_per_step: int = bounded(1, gt=0)
+    n_step: int = bounded(3, gt=0)
+    tau: float = bounded(0.01, gt=0, le=1.0)  # soft target update: t <- tau * online + (1-tau) t
+    encoder: str = one_of("drq", ("drq", "nature", "a3c"))  # conv layers of the shared encoder
+    feature_dim: int = bounded(50, gt=0)
+    hidden_dim: int = bounded(1024, gt=0)
     augment: bool = True  # random shift (pad 4), DrQ
-    augment_pad: int = 4
+    augment_pad: int = bounded(4, ge=0)
     # DrQ (Kostrikov et al. 2020): the critic's target averaged over target_augs shifts of s', its
     # loss over q_augs shifts of s (1 and 1: DrQ-v2; DrQ used 2 and 2); each needs augment=true
-    target_augs: int = 1
-    q_augs: int = 1
-    noise: str = "gaussian"  # gaussian (DrQ-v2 decaying schedule) | ou (DDPG paper)
-    noise_std_start: float = 1.0
-    noise_std_end: float = 0.1
-    noise_decay_frames: int = 500_000
+    target_augs: int = bounded(1, ge=1)
+    q_augs: int = bounded(1, ge=1)
+    # gaussian (DrQ-v2's decaying schedule) | ou (Ornstein-Uhlenbeck, the DDPG paper)
+    noise: str = one_of("gaussian", ("gaussian", "ou"))
+    noise_std_start: float = bounded(1.0, ge=0)
+    noise_std_end: float = bounded(0.1, ge=0)
+    noise_decay_frames: int = bounded(500_000, gt=0)
     target_smoothing: bool = True  # clipped noise on the target action (DrQ-v2, TD3)
-    noise_clip: float = 0.3  # clip of the target-smoothing noise
-    ou_theta: float = 0.15
-    ou_sigma: float = 0.2
+    noise_clip: float = bounded(0.3, ge=0)  # clip of the target-smoothing noise
+    ou_theta: float = bounded(0.15, ge=0)
+    ou_sigma: float = bounded(0.2, ge=0)
     double_q: bool = False  # two Q heads, min of the targets (clipped double-Q); off stays DDPG
     # weight of mean(sum over action dims of u^2), u = the actor's input to tanh, in the actor's
     # loss: keeps the actor out of tanh's flat tails, where Adam walks it ever further out
-    pre_tanh_l2: float = 0.0
+    pre_tanh_l2: float = bounded(0.0, ge=0)
     # the encoder's convolutions in the update: fp32 | bf16 (autocast; heads, losses and weights
     # stay fp32) | auto (bf16 where the hardware multiplies it natively: AMX CPUs, CUDA with bf16)
-    precision: str = "auto"
+    precision: str = one_of("auto", PRECISIONS)
     # where the replay frames live: auto (on the training GPU when they take at most half of its
     # free memory, else in RAM) | cpu | cuda (the training GPU, an error if they don't fit)
-    replay_device: str = "auto"
+    replay_device: str = one_of("auto", ("auto", "cpu", "cuda"))
 
+
+ALGO_SCHEMAS = {
+    "actor_critic": ActorCriticConfig,
+    "a3c": A3CConfig,
+    "reinforce": ReinforceConfig,
+    "ddpg": DDPGConfig,
+}
+CONTINUOUS_ALGOS = ("ddpg",)
 
 # --------------------------------------------------------------------------------------------
 # Root
@@ -262,14 +312,14 @@ class DDPGConfig(AlgoConfig):
 @dataclass
 class Config:
     defaults: list[Any] = field(default_factory=lambda: ["_self_"])
-    mode: str = "train"  # train | eval | watch
+    mode: str = one_of("train", ("train", "eval", "watch"))
     algo: Any = MISSING
     env: Any = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 1
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    torch_threads: int = 0  # 0: all cores for single-process algos, 1 per A3C worker
-    total_frames: int = 20_000_000  # emulator frames, frame skip included (Atari convention)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (checked by pixelrl.device)
+    torch_threads: int = bounded(0, ge=0)  # 0: all cores for single-process algos, 1 per worker
+    total_frames: int = bounded(20_000_000, gt=0)  # emulator frames, frame skip included
     resume: str | None = None  # checkpoint file or run dir: continue training
     load: str | None = None  # checkpoint file or run dir: for mode=eval|watch
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -282,20 +332,10 @@ def _run_name(mode: str, algo: str, env: str, load: str | None) -> str:
     """The run dir's suffix: <algo>_<env> for training, <mode>_<trained run> for eval/watch."""
     if mode == "train" or not load:
         return f"{algo}_{env}"
-    from pathlib import Path
-
     p = Path(str(load))
     if p.suffix == ".pt":
         p = p.parent.parent if p.parent.name == "checkpoints" else p.parent
     return f"{mode}_{p.name or 'checkpoint'}"
-
-
-ALGO_SCHEMAS = {
-    "actor_critic": ActorCriticConfig,
-    "a3c": A3CConfig,
-    "reinforce": ReinforceConfig,
-    "ddpg": DDPGConfig,
-}
 
 
 def register_configs() -> None:
@@ -306,234 +346,120 @@ def register_configs() -> None:
     # Schemas live outside the `algo`/`env` groups so they never show up as options.
     for name, node in ALGO_SCHEMAS.items():
         cs.store(group="schema/algo", name=name, node=node)
-    for name, node in [
-        ("atari", AtariEnvConfig),
-        ("toy", ToyEnvConfig),
-        ("control", ControlEnvConfig),
-    ]:
+    for name, node in ENV_SCHEMAS.items():
         cs.store(group="schema/env", name=name, node=node)
+
+
+# --------------------------------------------------------------------------------------------
+# The config files: option names and what they are
+# --------------------------------------------------------------------------------------------
+
+
+def conf_dir() -> Path:
+    """conf/ (installed as the package pixelrl.conf)."""
+    import importlib.resources
+
+    try:
+        return Path(str(importlib.resources.files("pixelrl.conf")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "conf"
+
+
+def options(group: str) -> list[tuple[str, str]]:
+    """(option, first comment line) for every yaml of a config group (env -> Pong, ...)."""
+    out = []
+    for path in sorted((conf_dir() / group).glob("*.yaml"), key=lambda p: p.stem.lower()):
+        desc = ""
+        for line in path.read_text().splitlines():
+            if line.startswith("#") and not line.startswith("# @package"):
+                desc = line.lstrip("# ").strip()
+                break
+        out.append((path.stem, desc))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def env_kinds() -> dict[str, str]:
+    """env option -> env.kind, read from conf/env/*.yaml (its schema, or an explicit env.kind)."""
+    kinds = {}
+    for name, _ in options("env"):
+        doc = OmegaConf.load(conf_dir() / "env" / f"{name}.yaml")
+        kind = OmegaConf.select(doc, "env.kind")
+        for entry in doc.get("defaults", []):
+            if kind is None and isinstance(entry, str) and entry.startswith("/schema/env/"):
+                kind = entry[len("/schema/env/") :].split("@")[0]
+        kinds[name] = kind
+    return kinds
+
+
+def envs_for(continuous: bool) -> list[str]:
+    return [n for n, k in env_kinds().items() if (k in CONTINUOUS_ENV_KINDS) == continuous]
 
 
 # --------------------------------------------------------------------------------------------
 # Value checks
 # --------------------------------------------------------------------------------------------
 
-CONTINUOUS_ALGOS = ("ddpg",)
-CONTINUOUS_ENV_KINDS = ("control", "dmc")
-CONTINUOUS_ENVS = ("Pendulum", "CarRacing", "dmc", "Reach")
-DISCRETE_ENVS = ("Pong", "Breakout", "atari", "Catch")
-
-CHOICES = {
-    "mode": ("train", "eval", "watch"),
-    "model.trunk": ("nature", "a3c", "drq", "mlp"),
-    "model.init": ("orthogonal", "karpathy"),
-    "model.policy_head": ("softmax", "sigmoid"),
-    "logger.wandb.mode": ("offline", "online", "disabled"),
-    "env.kind": ("atari", "toy", "control", "dmc"),
-    "env.backend": ("sync", "async", "ale_vector", "procs"),
-    "env.preprocess": ("standard", "karpathy"),
-    "algo.lr_decay": ("linear", "none"),
-}
-ALGO_CHOICES = {
-    "actor_critic": {
-        "algo.psi": ("td", "q", "advantage", "gae"),
-        "algo.optimizer": ("rmsprop", "adam"),
-        "algo.precision": ("auto", "fp32", "bf16"),
-    },
-    "a3c": {
-        "algo.psi": ("advantage", "gae", "td", "q"),
-        "algo.optimizer": ("shared_rmsprop", "shared_adam"),
-        "algo.precision": ("auto", "fp32", "bf16"),
-    },
-    "reinforce": {
-        "algo.psi": ("total", "reward_to_go", "baseline"),
-        "algo.baseline": ("value", "running_mean"),
-        "algo.normalize_returns": ("none", "episode", "batch"),
-        "algo.optimizer": ("rmsprop", "adam"),
-        "algo.collector": ("auto", "batched", "workers"),
-    },
-    "ddpg": {
-        "algo.noise": ("gaussian", "ou"),
-        "algo.optimizer": ("adam",),
-        "algo.encoder": ("drq", "nature", "a3c"),
-        "algo.precision": ("auto", "fp32", "bf16"),
-        "algo.replay_device": ("auto", "cpu", "cuda"),
-    },
-}
-
-# key -> (lower bound, inclusive?) ; every listed key must be above (or at) its bound
-_LOWER_BOUNDS = {
-    "total_frames": (0, False),
-    "eval.every_frames": (0, True),
-    "eval.episodes": (0, False),
-    "eval.num_envs": (0, False),
-    "video.max_steps": (0, False),
-    "video.fps": (0, True),
-    "video.episodes": (0, False),
-    "checkpoint.every_frames": (0, True),
-    "torch_threads": (0, True),
-    "env.frame_stack": (0, False),
-    "env.max_episode_frames": (0, False),
-    "algo.lr": (0, False),
-    "algo.eps": (0, False),
-    "algo.max_grad_norm": (0, True),
-    "algo.gamma": (0, True),
-    "algo.num_envs": (0, False),
-    "algo.n_steps": (0, False),
-    "algo.num_workers": (0, True),
-    "algo.batch_episodes": (0, False),
-    "algo.entropy_coef": (0, True),
-    "algo.value_coef": (0, True),
-    "algo.update_chunk": (0, False),
-    "algo.batch_size": (0, False),
-    "algo.buffer_size": (0, False),
-    "algo.warmup_frames": (0, True),
-    "algo.update_every": (0, False),
-    "algo.updates_per_step": (0, False),
-    "algo.n_step": (0, False),
-    "algo.feature_dim": (0, False),
-    "algo.hidden_dim": (0, False),
-    "algo.augment_pad": (0, True),
-    "algo.target_augs": (1, True),
-    "algo.q_augs": (1, True),
-    "algo.noise_std_start": (0, True),
-    "algo.noise_std_end": (0, True),
-    "algo.noise_decay_frames": (0, False),
-    "algo.noise_clip": (0, True),
-    "algo.pre_tanh_l2": (0, True),
-    "algo.ou_theta": (0, True),
-    "algo.ou_sigma": (0, True),
-    "algo.tau": (0, False),
-    "env.camera": (0, True),
-    "env.frame_skip": (0, False),
-    "env.noop_max": (0, True),
-    "env.resolution": (7, False),
-    "env.action_repeat": (0, False),
-    "env.rows": (2, False),
-    "env.cols": (1, False),
-    "env.scale": (0, False),
-    "model.hidden": (0, False),
-    "model.mlp_layers": (0, False),
-}
-# key -> inclusive upper bound
-_UPPER_BOUNDS = {
-    "algo.gamma": 1.0,
-    "algo.gae_lambda": 1.0,
-    "algo.rmsprop_alpha": 1.0,
-    "algo.baseline_decay": 1.0,
-    "algo.tau": 1.0,
-    "env.sticky_actions": 1.0,
-}
-
-
-def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, default=None)
-
 
 def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check values and combinations; raise ConfigError with a one-line message."""
-    choices = dict(CHOICES)
-    choices.update(ALGO_CHOICES.get(cfg.algo.name, {}))
-    for key, allowed in choices.items():
-        value = _get(cfg, key)
-        if value is not None and value not in allowed:
-            raise ConfigError(
-                f"{key}={_fmt(value)} is not allowed; choose one of: {', '.join(allowed)}"
-            )
-    for key, (bound, inclusive) in _LOWER_BOUNDS.items():
-        value = _get(cfg, key)
-        if value is None or isinstance(value, bool):
-            continue
-        if value < bound or (value == bound and not inclusive):
-            rel = ">=" if inclusive else ">"
+def _schema_fields(cls, prefix: str):
+    """(key, dataclass field) for every field of a schema, nested sections included."""
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:
+            nested = f.default_factory()
+            if dataclasses.is_dataclass(nested):
+                yield from _schema_fields(type(nested), f"{prefix}{f.name}.")
+                continue
+        yield f"{prefix}{f.name}", f
+
+
+def _check_field(key: str, meta: dict, value: Any) -> None:
+    if value is None or value is MISSING:
+        return
+    allowed = meta.get("choices")
+    if allowed is not None and value not in allowed:
+        raise ConfigError(
+            f"{key}={_fmt(value)} is not allowed; choose one of: {', '.join(allowed)}"
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    for bound, rel, ok in (
+        (meta.get("gt"), ">", lambda v, b: v > b),
+        (meta.get("ge"), ">=", lambda v, b: v >= b),
+    ):
+        if bound is not None and not ok(value, bound):
             raise ConfigError(f"{key}={_fmt(value)} is out of range; it must be {rel} {bound}")
-    for key, bound in _UPPER_BOUNDS.items():
-        value = _get(cfg, key)
-        if value is not None and not (0 <= value <= bound):
-            raise ConfigError(f"{key}={_fmt(value)} is out of range; it must be in [0, {bound}]")
-    _validate_device(cfg.device)
+    high = meta.get("le")
+    if high is not None and not (0 <= value <= high):
+        raise ConfigError(f"{key}={_fmt(value)} is out of range; it must be in [0, {high}]")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values the schema declares and the combinations any algo and env share; raise
+    ConfigError with a one-line message. Env-family and algorithm checks: app.check_config."""
+    _check_field("env.kind", {"choices": ENV_KINDS}, cfg.env.kind)
+    env_schema = ENV_SCHEMAS["control" if cfg.env.kind == "dmc" else cfg.env.kind]
+    sections = [(Config, ""), (ALGO_SCHEMAS[cfg.algo.name], "algo."), (env_schema, "env.")]
+    for schema, prefix in sections:
+        for key, f in _schema_fields(schema, prefix):
+            if f.metadata:
+                _check_field(key, f.metadata, OmegaConf.select(cfg, key, default=None))
     if cfg.mode in ("eval", "watch") and not cfg.load:
         raise ConfigError(
             f"mode={cfg.mode} needs a checkpoint: add load=PATH (a .pt file or a run dir)"
         )
     env = cfg.env
-    if env.kind == "atari":
-        _validate_atari(cfg)
     continuous = env.kind in CONTINUOUS_ENV_KINDS
     if cfg.algo.name in CONTINUOUS_ALGOS and not continuous:
         raise ConfigError(
             f"algo={cfg.algo.name} needs continuous actions but env={env.name} is discrete; "
-            f"use one of the continuous envs: {', '.join(CONTINUOUS_ENVS)}"
+            f"use one of the continuous envs: {', '.join(envs_for(continuous=True))}"
         )
     if cfg.algo.name not in CONTINUOUS_ALGOS and continuous:
         raise ConfigError(
             f"algo={cfg.algo.name} needs discrete actions but env={env.name} is continuous; "
-            f"use algo=ddpg, or a discrete env: {', '.join(DISCRETE_ENVS)}"
+            f"use algo=ddpg, or a discrete env: {', '.join(envs_for(continuous=False))}"
         )
-    if cfg.algo.name == "reinforce" and cfg.algo.collector == "workers":
-        from pixelrl.algos.episode_workers import unsupported_reason
-
-        reason = unsupported_reason(cfg)
-        if reason is not None:
-            raise ConfigError(f"algo.collector=workers is not possible here: {reason}")
-    if cfg.algo.name == "ddpg" and not cfg.algo.augment:
-        for key in ("target_augs", "q_augs"):
-            if cfg.algo[key] > 1:
-                raise ConfigError(
-                    f"algo.{key}={cfg.algo[key]} averages over random shifts, but "
-                    "algo.augment=false: the copies would all be the same; set algo.augment=true "
-                    f"or algo.{key}=1"
-                )
-    if cfg.algo.name == "reinforce" and cfg.algo.num_envs > cfg.algo.batch_episodes:
-        raise ConfigError(
-            f"algo.num_envs={cfg.algo.num_envs} must be <= algo.batch_episodes="
-            f"{cfg.algo.batch_episodes}: every episode of a batch is played by the same policy"
-        )
-
-
-def _validate_device(device: str) -> None:
-    ok = device in ("auto", "cpu", "cuda", "mps")
-    if device.startswith("cuda:"):
-        ok = device[5:].isdigit()
-    if not ok:
-        raise ConfigError(
-            f"device={_fmt(device)} is not allowed; choose one of: auto, cpu, cuda, cuda:N, mps"
-        )
-
-
-def _validate_atari(cfg: DictConfig) -> None:
-    from pixelrl.envs.atari import available_games  # local: keeps the schema import light
-
-    env = cfg.env
-    games = available_games()
-    if not env.game:
-        raise ConfigError(
-            f"env.game is required for env={env.name}; e.g. env.game=space_invaders (ALE ROM ids: {len(games)} games, {', '.join(games[:6])}, ...)"
-        )
-    if env.game not in games:
-        close = [g for g in games if env.game.lower().replace("-", "_") in g]
-        hint = (
-            f"; did you mean: {', '.join(close[:5])}"
-            if close
-            else f"; valid ids include: {', '.join(games[:8])}, ..."
-        )
-        raise ConfigError(f"env.game={_fmt(env.game)} is not an ALE ROM id (snake_case){hint}")
-    if env.preprocess == "karpathy" and env.game != "pong":
-        raise ConfigError(
-            f"env.preprocess=karpathy needs env.game=pong (the crop rows 35:195 and the background "
-            f"colours 144/109 are Pong's), got env.game={_fmt(env.game)}"
-        )
-    if env.frame_skip_range is not None:
-        r = list(env.frame_skip_range)
-        if len(r) != 2 or not (1 <= r[0] <= r[1]):
-            raise ConfigError(f"env.frame_skip_range={r} must be [low, high] with 1 <= low <= high")
-    if env.backend == "ale_vector":
-        if env.preprocess == "karpathy" or env.frame_skip_range is not None:
-            raise ConfigError(
-                "env.backend=ale_vector cannot do env.preprocess=karpathy or a random "
-                "env.frame_skip_range; use env.backend=procs (or sync)"
-            )

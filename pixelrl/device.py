@@ -7,14 +7,25 @@ import sys
 
 import torch
 
-from pixelrl.config import ConfigError
+from pixelrl.errors import ConfigError
 
 
 def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def check_spec(spec: str) -> None:
+    """Raise ConfigError unless `spec` is one of DEVICE_CHOICES (before any device is touched)."""
+    ok = spec in ("auto", "cpu", "cuda", "mps") or (spec.startswith("cuda:") and spec[5:].isdigit())
+    if not ok:
+        raise ConfigError(f"device={spec!r} is not allowed; choose one of: {DEVICE_CHOICES}")
+
+
 def resolve_device(spec: str) -> torch.device:
+    check_spec(spec)
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -43,9 +54,7 @@ def resolve_device(spec: str) -> torch.device:
                 "device=mps but Apple MPS is not available; use device=cpu or device=auto"
             )
         return torch.device("mps")
-    raise ConfigError(
-        f"device={spec!r} is not allowed; choose one of: auto, cpu, cuda, cuda:N, mps"
-    )
+    raise AssertionError(spec)  # check_spec lets nothing else through
 
 
 def describe(device: torch.device) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixelrl.config import ConfigError
+from pixelrl.errors import ConfigError
 
 # (out_channels, kernel, stride) per conv layer; default width of the trunk's FC layer
 CONV_TRUNKS = {
@@ -118,7 +118,7 @@ class PolicyHead(nn.Module):
     def __init__(self, in_dim: int, num_actions: int, sigmoid: bool = False, bias: bool = True):
         super().__init__()
         if sigmoid and num_actions != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"model.policy_head=sigmoid needs exactly 2 actions, the env has {num_actions}"
             )
         self.sigmoid = sigmoid
@@ -150,10 +150,6 @@ def make_trunk(model_cfg, obs_space: gym.spaces.Box) -> nn.Module:
     if model_cfg.trunk == "mlp":
         hidden = model_cfg.hidden or MLP_DEFAULT_HIDDEN
         return MLPTrunk(shape, hidden, model_cfg.mlp_layers, scale, model_cfg.bias)
-    if model_cfg.trunk not in CONV_TRUNKS:
-        raise ValueError(
-            f"model.trunk={model_cfg.trunk!r} is not one of: {', '.join([*CONV_TRUNKS, 'mlp'])}"
-        )
     if len(shape) != 3:
         raise ConfigError(
             f"model.trunk={model_cfg.trunk} needs image observations (C, H, W), got shape {shape}; use model.trunk=mlp"

@@ -70,7 +70,7 @@ def actor_critic_targets(
     if psi == "gae":
         adv = gae(rewards, values, next_values, terminated, truncated, gamma, lam)
         return adv, adv + values
-    raise ValueError(f"algo.psi={psi!r} is not one of: td, q, advantage, gae")
+    raise ValueError(f"no actor-critic target for algo.psi={psi!r}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,3 +114,24 @@ def standardize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
         return x
     std = x.std()
     return (x - x.mean()) / (std + eps) if std > 0 else np.zeros_like(x)
+
+
+def episode_returns(
+    rewards: np.ndarray, psi: str, gamma: float, reset_on_reward: bool = False
+) -> np.ndarray:
+    """An episode's returns before any baseline: the seed's choice 1 (`total`) or, for
+    `reward_to_go` and `baseline`, choice 2 (the baseline is subtracted by the caller)."""
+    if psi == "total":
+        return total_return(rewards, gamma, reset_on_reward)
+    return reward_to_go(rewards, gamma, reset_on_reward)
+
+
+def normalize_returns(psi: list[np.ndarray], mode: str) -> list[np.ndarray]:
+    """Standardize each episode's Psi (`episode`, pg-pong), all of a batch's together (`batch`),
+    or not at all (`none`)."""
+    if mode == "episode":
+        return [standardize(p) for p in psi]
+    if mode == "batch":
+        flat = standardize(np.concatenate(psi))
+        return np.split(flat, np.cumsum([len(p) for p in psi])[:-1])
+    return psi

@@ -46,21 +46,6 @@ class Every:
         return True
 
 
-def linear_lr(base_lr: float, frames: int, total_frames: int, schedule: str) -> float:
-    if schedule == "none":
-        return base_lr
-    return base_lr * max(0.0, 1.0 - frames / total_frames)
-
-
-def set_lr(optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a worker died, ...); one line for the user, exit status 1."""
-
-
 class StopFlag:
     """First Ctrl-C / SIGTERM asks the loop to stop after the current update (a final checkpoint
     is written); a second Ctrl-C aborts at once. A SIGINT that arrives within `repeat_s` of the

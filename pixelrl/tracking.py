@@ -137,15 +137,7 @@ class Tracker:
     def evaluation(
         self, frames: int, returns: list[float], lengths: list[int] | None = None
     ) -> dict:
-        import numpy as np
-
-        metrics = {
-            "eval/return_mean": float(np.mean(returns)),
-            "eval/return_std": float(np.std(returns)),
-            "eval/episodes": len(returns),
-        }
-        if lengths:
-            metrics["eval/episode_length_mean"] = float(np.mean(lengths))
+        metrics = {f"eval/{k}": v for k, v in summarize_returns(returns, lengths).items()}
         self.last_eval = metrics["eval/return_mean"]
         self.log(frames, metrics)
         return metrics
@@ -163,7 +155,7 @@ class Tracker:
         if self._bar is not None:
             self._bar.update(max(0, frames - self.frames))
         self.frames = frames
-        if now - self._fps_t >= self._fps_every:
+        if now - self._fps_t >= self._fps_every and now > self._fps_t:
             self.fps = (frames - self._fps_frames) / (now - self._fps_t)
             self._fps_t, self._fps_frames = now, frames
             self.log(frames, {"train/fps": round(self.fps, 1)})
@@ -206,6 +198,20 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def summarize_returns(returns: list[float], lengths: list[int] | None = None) -> dict:
+    """An evaluation's figures: return mean and std, episodes (and mean length)."""
+    import numpy as np
+
+    out = {
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "episodes": len(returns),
+    }
+    if lengths:
+        out["episode_length_mean"] = float(np.mean(lengths))
+    return out
 
 
 def _wandb_run_id(wandb_dir: Path, resuming: bool) -> str:

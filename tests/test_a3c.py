@@ -11,8 +11,9 @@ import torch
 import torch.multiprocessing as mp
 
 from pixelrl import checkpoint
-from pixelrl.shared_optim import SharedAdam, SharedRMSprop
-from pixelrl.workers import check_workers
+from pixelrl.errors import TrainingError
+from pixelrl.optim import SharedAdam, SharedRMSprop
+from pixelrl.workers import WorkerGroup
 
 from .conftest import FAST, metrics, wait_for_rows, worker_processes
 
@@ -128,24 +129,26 @@ def test_worker_error_is_reported_with_its_message():
 
     from pixelrl import compose_config
     from pixelrl.algos import a3c
-    from pixelrl.run import TrainingError
 
     cfg = compose_config(["algo=a3c", "env=Catch"])
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     cfg_dict["env"]["kind"] = "bogus"  # make_vector_env raises inside the worker
     shared = torch.nn.Linear(2, 2)
     ctx = mp.get_context("spawn")
-    queue, stop, lock = ctx.Queue(), ctx.Event(), ctx.Lock()
+    group = WorkerGroup(ctx, "a3c worker")
     value = ctx.Value("q", 0, lock=False)
-    p = ctx.Process(
-        target=a3c._worker_main,
-        args=(3, cfg_dict, shared, None, lock, queue, stop, value, os.getpid()),
-    )
-    p.start()
-    p.join(60)
-    assert p.exitcode == 1
-    with pytest.raises(TrainingError, match=r"a3c worker 3 failed: ValueError: env.kind='bogus'"):
-        check_workers([p], queue, "a3c worker")
+    args = (cfg_dict, shared, None, ctx.Lock(), group.results, group.stop_event, value, os.getpid())
+    group.start(a3c._worker_main, [(rank, *args) for rank in range(2)], "test-a3c")
+    try:
+        for p in group.procs:
+            p.join(60)
+            assert p.exitcode == 1
+        with pytest.raises(
+            TrainingError, match=r"a3c worker [01] failed: ValueError: env.kind='bogus'"
+        ):
+            group.get()
+    finally:
+        group.stop()
 
 
 def test_bf16_rollout_acts_the_same_and_its_gradient_matches_fp32():

@@ -1,6 +1,5 @@
 """The real CLI, end to end, with tiny budgets."""
 
-import json
 import os
 import signal
 import time
@@ -8,11 +7,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import pixelrl
 from pixelrl import checkpoint
-from pixelrl.tracking import drop_rows_after
 from pixelrl.video import read_video
 
 from .conftest import FAST, last_json_line, metrics
@@ -29,7 +26,7 @@ BAD_INPUTS = [
     (["env=Nope"], "unknown env 'Nope'; choose one of:"),
     (["total_frames=-5"], "total_frames=-5 is out of range"),
     (["algo.lr=abc"], "algo.lr='abc' is not valid: expected a number"),
-    (["total_frames=1.5"], "total_frames='1.5' is not valid: expected an integer"),
+    (["total_frames=1.5"], "total_frames=1.5 is not valid: expected an integer"),
     (["eval.episodes=0"], "eval.episodes=0 is out of range"),
     (
         ["algo=actor_critic", "algo.psi=xyz"],
@@ -181,37 +178,6 @@ def test_resume_continues_frame_count(pong_run, cli):
     assert first.name.endswith(run_id) and run_id in second.name
 
 
-def test_resume_drops_the_rows_logged_after_the_checkpoint(tmp_path):
-    """A resumed run replays the frames after its checkpoint: the log keeps one history."""
-    log = tmp_path / "metrics.jsonl"
-    rows = [{"frames": f, "time_s": f / 10, "train/episode_return": -21.0} for f in (10, 20, 30)]
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"frames": 4')  # torn line
-    assert drop_rows_after(log, 20) == 1
-    assert [r["frames"] for r in metrics(tmp_path)] == [10, 20]
-    assert log.read_text().endswith("}\n")  # the torn line is gone: new rows start cleanly
-    assert drop_rows_after(log, 20) == 0 and drop_rows_after(tmp_path / "nope.jsonl", 5) == 0
-
-
-def test_resume_keeps_the_runs_own_settings_unless_named():
-    """A resumed run goes on with its evaluation / logging / checkpoint settings; a key named on
-    the resume command line wins. eval / watch take run-level settings from their command line."""
-    from pixelrl.app import config_from_checkpoint
-
-    trained = pixelrl.compose_config(
-        ["experiment=karpathy_pong", "logger.print_every_s=120", "eval.episodes=3"]
-    )
-    payload = {"config": OmegaConf.to_container(trained, resolve=True)}
-    overrides = ["resume=somewhere", "eval.episodes=5"]
-    cli_cfg = pixelrl.compose_config(overrides)
-    cfg = config_from_checkpoint(payload, cli_cfg, overrides, "resume")
-    assert cfg.algo.name == "reinforce" and cfg.resume == "somewhere"
-    assert cfg.eval.every_frames == trained.eval.every_frames == 5_000_000
-    assert cfg.logger.print_every_s == 120 and cfg.eval.episodes == 5
-    assert cfg.checkpoint.every_frames == trained.checkpoint.every_frames
-    watch = config_from_checkpoint(payload, cli_cfg, overrides, "load")
-    assert watch.eval.every_frames == cli_cfg.eval.every_frames != 5_000_000
-
-
 def test_load_agent_api(pong_run):
     _, run_dir, _ = pong_run
     agent = pixelrl.load_agent(run_dir)
@@ -358,6 +324,11 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(cli, tmp_path):
     )
     jobs = [p for p in (tmp_path / "sw").iterdir() if p.is_dir()]
     assert len(jobs) == 2 and all(metrics(j) for j in jobs)
+    # in parallel, each job starts (its .hydra config written) before the other one ends (its
+    # final checkpoint written); one after the other, the second starts after the first ended
+    start = [(j / ".hydra" / "config.yaml").stat().st_mtime for j in jobs]
+    end = [(j / "checkpoints" / "last.pt").stat().st_mtime for j in jobs]
+    assert start[0] < end[1] and start[1] < end[0], "the two jobs did not overlap in time"
 
 
 @pytest.mark.parametrize("algo", ["actor_critic", "a3c"])

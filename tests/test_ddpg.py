@@ -382,7 +382,7 @@ BAD_CONFIG = [  # caught by validate() before anything runs
     (
         ["algo=ddpg", "env=Pong"],
         "algo=ddpg needs continuous actions but env=Pong is discrete; "
-        "use one of the continuous envs: Pendulum, CarRacing, dmc, Reach",
+        "use one of the continuous envs: CarRacing, dmc, Pendulum, Reach",
     ),
     (
         ["algo=actor_critic", "env=Pendulum"],

@@ -110,12 +110,56 @@ def test_eval_mode_has_no_training_signals():
     env.close()
 
 
-def test_action_set_subset():
-    env = make_vector_env(atari_cfg(action_set=[2, 3]), 2, mode=TRAIN, backend="ale_vector")
-    assert env.single_action_space.n == 2
-    env.reset(seed=0)
-    env.step(np.array([0, 1]))
-    env.close()
+@pytest.mark.parametrize("backend", ["sync", "ale_vector"])
+def test_action_set_maps_agent_action_i_to_the_ith_listed_ale_action(backend):
+    """env.action_set=[2, 3] (pg-pong's UP, DOWN): agent action 0 must play Pong's action 2 and
+    agent action 1 its action 3, frame for frame the same game as the full action set."""
+    sub = make_vector_env(atari_cfg(action_set=[2, 3]), 1, mode=TRAIN, backend=backend)
+    full = make_vector_env(atari_cfg(), 1, mode=TRAIN, backend=backend)
+    assert sub.single_action_space.n == 2 and full.single_action_space.n == 6
+    rng = np.random.default_rng(0)
+    agent_actions = rng.integers(0, 2, size=150)
+    finals = {}
+    for mapping in ([2, 3], [3, 2]):
+        o_sub, _ = sub.reset(seed=4)
+        o_full, _ = full.reset(seed=4)
+        same = True
+        for a in agent_actions:
+            o_sub, *_ = sub.step(np.array([a]))
+            o_full, *_ = full.step(np.array([mapping[a]]))
+            same &= np.array_equal(o_sub, o_full)
+        finals[tuple(mapping)] = same
+    sub.close()
+    full.close()
+    assert finals[(2, 3)], "agent action i must be the i-th action of env.action_set"
+    assert not finals[(3, 2)], "the other mapping plays another game (the test can tell)"
+
+
+def test_clipped_training_rewards_keep_the_raw_game_score():
+    """Training clips each reward to its sign for the learner, but the logged episode return is
+    the raw game score: Space Invaders pays 5-30 points per invader."""
+    cfg = atari_cfg(game="space_invaders")
+    train = make_vector_env(cfg, 1, mode=TRAIN, backend="sync")
+    raw = make_vector_env(cfg, 1, mode=EVAL, backend="sync")  # the same game, unclipped
+    train.reset(seed=1)
+    raw.reset(seed=1)
+    rng = np.random.default_rng(0)
+    score, largest, logged = 0.0, 0.0, None
+    for _ in range(5000):
+        a = rng.integers(train.single_action_space.n, size=1)
+        _, r_train, _, _, info = train.step(a)
+        _, r_raw, _, _, raw_info = raw.step(a)
+        assert r_train[0] == np.sign(r_raw[0])  # the learner sees clipped rewards
+        score += float(r_raw[0])
+        largest = max(largest, float(r_raw[0]))
+        if "_episode" in raw_info and raw_info["_episode"][0]:
+            assert info["_episode"][0]  # the game ended for both
+            logged = float(info["episode"]["r"][0])
+            break
+    train.close()
+    raw.close()
+    assert largest > 1, "the test needs rewards that clipping changes"
+    assert logged == score == float(raw_info["episode"]["r"][0])
 
 
 def test_procs_backend_steps_only_active_envs():

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from pixelrl import compose_config
-from pixelrl.algos.episode_workers import NumpyPolicy, _torch_params, episode_gradient
-from pixelrl.algos.reinforce import accumulate_gradients, episode_psi, make_policy, normalize
+from pixelrl.algos.reinforce import accumulate_gradients, make_policy
+from pixelrl.episode_workers import NumpyPolicy, _torch_params, episode_gradient
+from pixelrl.returns import episode_returns, normalize_returns
 
 from .conftest import FAST, metrics, wait_for_rows, worker_processes
 from .test_learning import final_eval
@@ -91,7 +92,8 @@ def test_numpy_gradient_equals_the_torch_learners(case):
     )
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     for ep in episodes:
-        psi = normalize([episode_psi(ep["rewards"], a)], a.normalize_returns)[0]
+        returns = episode_returns(ep["rewards"], a.psi, a.gamma, a.reset_on_reward)
+        psi = normalize_returns([returns], a.normalize_returns)[0]
         steps = play_fixed(policy, ep["obs"], ep["actions"])
         before = grads["w1t"].copy()
         stats, rows = episode_gradient(policy, steps, psi, a.entropy_coef, grads)

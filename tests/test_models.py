@@ -111,21 +111,6 @@ def test_mlp_sparse_input_path_is_exact():
     torch.testing.assert_close(g_sparse, net.trunk.net[1].weight.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_the_app_flushes_denormals():
-    # a confident policy's backward pass is full of denormals, which x86 computes ~100x slower
-    from omegaconf import OmegaConf
-
-    from pixelrl.app import _set_threads
-
-    tiny = torch.tensor([1e-39], dtype=torch.float32)
-    try:
-        _set_threads(OmegaConf.create({"torch_threads": 0}))
-        assert float((tiny * 1.0)[0]) == 0.0
-    finally:
-        torch.set_flush_denormal(False)
-    assert float((tiny * 1.0)[0]) > 0.0
-
-
 def test_encoder_leaves_a_float_input_as_it_was():
     # uint8 input is scaled in a fresh tensor in place; a float input must not be scaled in place
     enc = ConvEncoder((3, 36, 36), CONV_TRUNKS["drq"][0], 1.0 / 255)

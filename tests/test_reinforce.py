@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pixelrl import compose_config
-from pixelrl.algos.reinforce import batch_targets, episode_psi, normalize
+from pixelrl.algos.reinforce import batch_targets
 from pixelrl.config import ReinforceConfig
 from pixelrl.envs.atari import KarpathyDiff
 
@@ -19,26 +19,11 @@ def algo(**kw):
     return OmegaConf.structured(ReinforceConfig(gamma=G, **kw))
 
 
-# ---------------------------------------------------------------- Psi by hand
+# ---------------------------------------------------------------- Psi by hand (the returns
+# themselves: tests/test_returns.py)
 
 R1 = np.array([0.0, 1.0, 0.0, -1.0])
 R2 = np.array([0.0, 0.0, 1.0])
-
-
-@pytest.mark.parametrize("reset", [False, True])
-def test_total_and_reward_to_go(reset):
-    rtg = episode_psi(R1, algo(psi="reward_to_go", reset_on_reward=reset))
-    tot = episode_psi(R1, algo(psi="total", reset_on_reward=reset))
-    if not reset:
-        g3 = -1.0
-        g2 = G * g3
-        g1 = 1 + G * g2
-        g0 = G * g1
-        assert np.allclose(rtg, [g0, g1, g2, g3])
-        assert np.allclose(tot, [g0] * 4)
-    else:
-        assert np.allclose(rtg, [G, 1.0, -G, -1.0])
-        assert np.allclose(tot, [G, G, -G, -G])
 
 
 def test_running_mean_baseline_is_subtracted():
@@ -50,18 +35,6 @@ def test_running_mean_baseline_is_subtracted():
     # before any batch there is no running mean yet: nothing is subtracted
     _, psi0 = batch_targets([{"rewards": R2}], algo(psi="baseline", baseline="running_mean"), None)
     assert np.allclose(psi0[0], returns[0])
-
-
-def test_normalization_modes():
-    a, b = np.array([1.0, 3.0]), np.array([10.0, 20.0, 30.0])
-    none = normalize([a, b], "none")
-    assert np.allclose(none[0], a) and np.allclose(none[1], b)
-    ep = normalize([a, b], "episode")
-    assert np.allclose(ep[0], [-1, 1]) and np.allclose(ep[1], np.array([-1, 0, 1]) * np.sqrt(1.5))
-    batch = normalize([a, b], "batch")
-    flat = np.concatenate([a, b])
-    assert np.allclose(np.concatenate(batch), (flat - flat.mean()) / flat.std())
-    assert [len(x) for x in batch] == [2, 3]
 
 
 # ---------------------------------------------------------------- Karpathy preprocessing
@@ -199,7 +172,8 @@ def test_streamed_per_episode_gradients_equal_the_batch_gradient(mode):
     """pg-pong's grad_buffer: summing each finished episode's gradient == one batch gradient."""
     import torch
 
-    from pixelrl.algos.reinforce import GradientStream, accumulate_gradients, make_policy
+    from pixelrl.algos.reinforce import accumulate_gradients, make_policy
+    from pixelrl.episodes import GradientStream
 
     cfg = compose_config(["experiment=karpathy_pong", f"algo.normalize_returns={mode}"])
     space = gym.spaces.Box(-1.0, 1.0, (6400,), np.float32)
@@ -215,7 +189,9 @@ def test_streamed_per_episode_gradients_equal_the_batch_gradient(mode):
     accumulate_gradients(net, episodes, cfg.algo, None, torch.device("cpu"))
     batch = [p.grad.clone() for p in net.parameters()]
     net.zero_grad(set_to_none=True)
-    stream = GradientStream(net, cfg.algo, torch.device("cpu"))
+    stream = GradientStream(
+        lambda eps, mean: accumulate_gradients(net, eps, cfg.algo, mean, torch.device("cpu"))
+    )
     for ep in episodes:
         stream.jobs.put(ep)
     totals = stream.drain()

@@ -6,7 +6,9 @@ import torch
 
 from pixelrl.returns import (
     actor_critic_targets,
+    episode_returns,
     gae,
+    normalize_returns,
     nstep_returns,
     reward_to_go,
     standardize,
@@ -109,7 +111,7 @@ def test_actor_critic_targets_choices(psi):
 
 
 def test_actor_critic_targets_rejects_unknown():
-    with pytest.raises(ValueError, match="algo.psi"):
+    with pytest.raises(ValueError, match="algo.psi='nope'"):
         actor_critic_targets("nope", col(1.0), col(1.0), col(1.0), flags(0), flags(0), G, 0.9)
 
 
@@ -141,8 +143,30 @@ def test_total_return_whole_episode_and_segments():
     assert np.allclose(total_return(r, 1.0), [0.0] * 4)
 
 
+@pytest.mark.parametrize("reset", [False, True])
+def test_episode_returns_picks_the_seeds_choice(reset):
+    """REINFORCE's Psi before baselines: choice 1 is the whole return, choices 2 and 3 (the
+    baseline is subtracted later) the reward-to-go."""
+    r = np.array([0.0, 1.0, 0.0, -1.0])
+    assert np.array_equal(episode_returns(r, "total", G, reset), total_return(r, G, reset))
+    for psi in ("reward_to_go", "baseline"):
+        assert np.array_equal(episode_returns(r, psi, G, reset), reward_to_go(r, G, reset))
+
+
 def test_standardize():
     x = np.array([1.0, 2.0, 3.0, 4.0])
     z = standardize(x)
     assert abs(z.mean()) < 1e-9 and abs(z.std() - 1) < 1e-6
     assert np.all(standardize(np.ones(3)) == 0)
+
+
+def test_normalization_modes():
+    a, b = np.array([1.0, 3.0]), np.array([10.0, 20.0, 30.0])
+    none = normalize_returns([a, b], "none")
+    assert np.allclose(none[0], a) and np.allclose(none[1], b)
+    ep = normalize_returns([a, b], "episode")
+    assert np.allclose(ep[0], [-1, 1]) and np.allclose(ep[1], np.array([-1, 0, 1]) * np.sqrt(1.5))
+    batch = normalize_returns([a, b], "batch")
+    flat = np.concatenate([a, b])
+    assert np.allclose(np.concatenate(batch), (flat - flat.mean()) / flat.std())
+    assert [len(x) for x in batch] == [2, 3]

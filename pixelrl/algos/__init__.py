@@ -1,5 +1,7 @@
-"""Algorithm registry: name -> module. Each module exposes `train(run)` and
-`make_policy(cfg, obs_space, action_space)` (the network whose `act(obs, greedy)` plays)."""
+"""Algorithm registry: name -> module. Each module exposes `train(run)`,
+`make_policy(cfg, obs_space, action_space)` (the network whose `act(obs, greedy)` plays) and,
+where the algorithm has combinations of keys to refuse, `check(cfg)` (raises ConfigError; the
+app calls it with the other config checks)."""
 
 from __future__ import annotations
 

@@ -13,23 +13,22 @@ if the main process disappears. `num_workers=0` runs the same learner serially i
 
 from __future__ import annotations
 
+import contextlib
 import os
-import queue as queue_lib
-import signal
 import time
-import traceback
 
 import torch
 from omegaconf import OmegaConf
 
+from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.device import use_bf16
 from pixelrl.envs import EVAL, TRAIN, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
+from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
 from pixelrl.rollout import collect, loss_from_rollout
-from pixelrl.run import Run, TrainingError, linear_lr, seed_everything
-from pixelrl.shared_optim import make_shared_optimizer
-from pixelrl.workers import check_workers, stop_workers
+from pixelrl.run import Run, seed_everything
+from pixelrl.workers import WorkerGroup, parent_alive, report_errors, worker_setup
 
 TRACK_WEIGHT_CHANGE_EVERY = 25  # updates between measurements of the largest weight change
 
@@ -53,6 +52,7 @@ class Learner:
         self.obs = torch.as_tensor(obs)
         self.frames_per_update = a.n_steps * a.num_envs * self.envs.frames_per_step
         self.bf16 = use_bf16(a.precision, torch.device("cpu"))
+        self.schedule = LinearLR(a, cfg.total_frames)
         self.updates = 0
 
     def update(self, global_frames: int) -> dict:
@@ -71,18 +71,12 @@ class Learner:
         loss, metrics = loss_from_rollout(rollout, a)
         self.net.zero_grad(set_to_none=True)
         loss.backward()
-        if a.max_grad_norm > 0:
-            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                self.net.parameters(), a.max_grad_norm
-            )
-        lr = linear_lr(a.lr, global_frames, self.cfg.total_frames, a.lr_decay)
+        metrics.update(clip_gradients(self.net.parameters(), a.max_grad_norm))
+        lr = self.schedule.apply(self.optimizer, global_frames)
         grads = [p.grad for p in self.net.parameters()]
         track = self.updates % TRACK_WEIGHT_CHANGE_EVERY == 0
-        if self.lock is not None:
-            with self.lock:
-                change = self.optimizer.step(grads, lr, track=track)
-        else:
-            change = self.optimizer.step(grads, lr, track=track)
+        with self.lock or contextlib.nullcontext():
+            change = self.optimizer.step(grads, track=track)
         self.updates += 1
         out = {k: float(v) for k, v in metrics.items()}
         out["lr"] = lr
@@ -100,37 +94,19 @@ class Learner:
         self.envs.close()
 
 
-def _worker_main(
-    rank, cfg_dict, shared, optimizer, lock, queue, stop, frames_value, parent_pid
-) -> None:
+def _worker_main(rank, cfg_dict, shared, optimizer, lock, results, stop, frames_value, parent_pid):
     """Entry point of a spawned worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the main process, which stops us
+    worker_setup(parent_pid)
     torch.set_num_threads(1)  # else workers oversubscribe the cores and serialize
     torch.set_flush_denormal(True)  # a spawned process starts without the main one's setting
-    learner = None
-    try:
-        cfg = OmegaConf.create(cfg_dict)
-        learner = Learner(rank, cfg, shared, optimizer, lock, frames_value)
-        while not stop.is_set():
-            if os.getppid() != parent_pid:  # the main process is gone: don't linger as an orphan
-                break
-            queue.put(learner.update(frames_value.value))
-        queue.cancel_join_thread()  # stopping: don't wait for the main process to read the rest
-    except Exception as e:
-        queue.put(
-            {
-                "type": "error",
-                "rank": rank,
-                "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(),
-            }
-        )
-        queue.close()
-        queue.join_thread()  # make sure the error reaches the main process before we exit
-        raise SystemExit(1) from None
-    finally:
-        if learner is not None:
+    with report_errors(rank, results):
+        learner = Learner(rank, OmegaConf.create(cfg_dict), shared, optimizer, lock, frames_value)
+        try:
+            while not stop.is_set() and parent_alive(parent_pid):
+                results.put(learner.update(frames_value.value))
+        finally:
             learner.close()
+        results.cancel_join_thread()  # stopping: don't wait for the main process to read the rest
 
 
 def train(run: Run) -> None:
@@ -140,10 +116,9 @@ def train(run: Run) -> None:
     probe.close()
     run.set_spaces(obs_space, act_space)
     shared = make_policy(cfg, obs_space, act_space)
-    optimizer = make_shared_optimizer(a, shared.parameters())
+    optimizer = make_optimizer(a, shared.parameters())
     if run.resume:
-        shared.load_state_dict(run.resume["models"]["policy"])
-        optimizer.load_state_dict(run.resume["optimizers"]["policy"])
+        restore_learner(run.resume, {"policy": shared}, {"policy": optimizer})
     shared.share_memory()
     frames = run.start_frames
     eval_device = run.device
@@ -154,10 +129,7 @@ def train(run: Run) -> None:
         return act_fn(frozen.to(eval_device).eval(), eval_device)
 
     def state():
-        return {
-            "models": {"policy": shared.state_dict()},
-            "optimizers": {"policy": optimizer.state_dict()},
-        }
+        return learner_state({"policy": shared}, {"policy": optimizer})
 
     worker_frames = [0] * max(1, a.num_workers)
     worker_clock = [time.monotonic(), list(worker_frames)]
@@ -193,38 +165,23 @@ def train(run: Run) -> None:
 
     torch.set_num_threads(1)  # the workers own the cores; the main process only evaluates
     ctx = torch.multiprocessing.get_context("spawn")
-    queue, stop, lock = ctx.Queue(), ctx.Event(), ctx.Lock()
+    group = WorkerGroup(ctx, "a3c worker")
+    lock = ctx.Lock()
     frames_value = ctx.Value("q", frames, lock=False)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
-    workers = []
-    for rank in range(a.num_workers):
-        p = ctx.Process(
-            target=_worker_main,
-            args=(rank, cfg_dict, shared, optimizer, lock, queue, stop, frames_value, os.getpid()),
-            name=f"a3c-worker-{rank}",
-            daemon=True,
-        )
-        p.start()
-        workers.append(p)
+    shared_args = (shared, optimizer, lock, group.results, group.stop_event, frames_value)
+    args = [(rank, cfg_dict, *shared_args, os.getpid()) for rank in range(a.num_workers)]
+    group.start(_worker_main, args, "a3c-worker")
     try:
-        last_check = time.monotonic()
         while not run.done(frames):
-            try:
-                msg = queue.get(timeout=0.25)
-            except queue_lib.Empty:
-                msg = None
-            if msg is None or time.monotonic() - last_check > 0.5:
-                check_workers(workers, queue, "a3c worker")
-                last_check = time.monotonic()
+            msg = group.get()
             if msg is None:
                 run.poll_background_eval()
                 run.tracker.progress(frames)
                 continue
-            if msg["type"] == "error":
-                raise TrainingError(f"a3c worker {msg['rank']} failed: {msg['error']}")
             record(msg)
             frames_value.value = frames
             run.step_done(frames, msg["metrics"], None, state, snapshot=snapshot)
     finally:
-        stop_workers(workers, queue, stop)
+        group.stop()
     run.finish(frames, snapshot(), state)

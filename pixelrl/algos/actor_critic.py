@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import torch
 
+from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.device import use_bf16
 from pixelrl.envs import TRAIN, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
+from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
 from pixelrl.rollout import collect, loss_from_rollout
-from pixelrl.run import Run, linear_lr, set_lr
+from pixelrl.run import Run
 
 
 def make_policy(cfg, obs_space, action_space) -> ActorCritic:
     return ActorCritic(cfg.model, obs_space, action_space.n)
-
-
-def make_optimizer(algo_cfg, params):
-    if algo_cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=algo_cfg.lr, eps=algo_cfg.eps)
-    return torch.optim.RMSprop(
-        params, lr=algo_cfg.lr, alpha=algo_cfg.rmsprop_alpha, eps=algo_cfg.eps
-    )
 
 
 def train(run: Run) -> None:
@@ -37,20 +31,17 @@ def train(run: Run) -> None:
     run.set_spaces(envs.single_observation_space, envs.single_action_space)
     net = make_policy(cfg, envs.single_observation_space, envs.single_action_space).to(device)
     optimizer = make_optimizer(a, net.parameters())
+    schedule = LinearLR(a, cfg.total_frames)
     frames = run.start_frames
     if run.resume:
-        net.load_state_dict(run.resume["models"]["policy"])
-        optimizer.load_state_dict(run.resume["optimizers"]["policy"])
+        restore_learner(run.resume, {"policy": net}, {"policy": optimizer})
 
     frames_per_step = envs.frames_per_step * a.num_envs
     act = act_fn(net, device)
     bf16 = use_bf16(a.precision, device)
 
     def state():
-        return {
-            "models": {"policy": net.state_dict()},
-            "optimizers": {"policy": optimizer.state_dict()},
-        }
+        return learner_state({"policy": net}, {"policy": optimizer})
 
     def on_episodes(info, t):
         run.tracker.episodes_from_info(frames + t * frames_per_step, info)
@@ -62,16 +53,11 @@ def train(run: Run) -> None:
             rollout, obs = collect(net, envs, obs, a.n_steps, device, on_episodes, bf16)
             frames += a.n_steps * frames_per_step
             loss, metrics = loss_from_rollout(rollout, a)
-            lr = linear_lr(a.lr, frames, cfg.total_frames, a.lr_decay)
-            set_lr(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if a.max_grad_norm > 0:
-                metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                    net.parameters(), a.max_grad_norm
-                )
+            metrics.update(clip_gradients(net.parameters(), a.max_grad_norm))
+            metrics["lr"] = schedule.apply(optimizer, frames)
             optimizer.step()
-            metrics["lr"] = lr
             run.step_done(frames, metrics, act, state)
         run.finish(frames, act, state)
     finally:

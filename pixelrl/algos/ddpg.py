@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from pixelrl.buffers import ReplayBuffer, choose_storage
-from pixelrl.config import ConfigError
+from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.device import bf16_features, use_bf16
-from pixelrl.envs import TRAIN, control, make_vector_env
+from pixelrl.envs import TRAIN, make_vector_env
+from pixelrl.errors import ConfigError
 from pixelrl.evaluate import act_fn
 from pixelrl.models import (
     CONV_TRUNKS,
@@ -35,7 +36,20 @@ from pixelrl.models import (
     obs_scale,
     to_action_space,
 )
+from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
 from pixelrl.run import Run
+
+
+def check(cfg) -> None:
+    """DDPG's combinations of keys (called by the app with the other config checks)."""
+    a = cfg.algo
+    if not a.augment:
+        for key in ("target_augs", "q_augs"):
+            if a[key] > 1:
+                raise ConfigError(
+                    f"algo.{key}={a[key]} averages over random shifts, but algo.augment=false: "
+                    f"the copies would all be the same; set algo.augment=true or algo.{key}=1"
+                )
 
 
 def make_policy(cfg, obs_space, action_space) -> ContinuousActor:
@@ -117,8 +131,8 @@ class DDPG:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         # The critic's loss trains the encoder; the actor only its head.
         critic_params = [*self.encoder.parameters(), *self.critic.parameters()]
-        self.critic_opt = torch.optim.Adam(critic_params, lr=a.lr, eps=a.eps)
-        self.actor_opt = torch.optim.Adam(self.actor.head.parameters(), lr=a.lr, eps=a.eps)
+        self.critic_opt = make_optimizer(a, critic_params)
+        self.actor_opt = make_optimizer(a, self.actor.head.parameters())
         self.bf16 = use_bf16(a.precision, device)
 
     def _encode(self, obs: torch.Tensor) -> torch.Tensor:
@@ -127,10 +141,6 @@ class DDPG:
         if not self.bf16:
             return self.encoder(obs)
         return bf16_features(self.encoder, obs, self.device, fp32=False)
-
-    def _clip(self, params) -> None:
-        if self.a.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.a.max_grad_norm)
 
     def update(self, batch: dict, smoothing_std: float) -> dict[str, torch.Tensor]:
         """One critic and one actor step on `batch` (ReplayBuffer.sample). Returns 0-d tensors,
@@ -166,7 +176,7 @@ class DDPG:
         critic_loss = (q.view(m, n, -1) - target[:, None]).pow(2).mean(dim=(0, 1)).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
-        self._clip(self.critic_opt.param_groups[0]["params"])
+        clip_gradients(self.critic_opt.param_groups[0]["params"], a.max_grad_norm)
         self.critic_opt.step()
 
         detached = features.detach()
@@ -178,7 +188,7 @@ class DDPG:
         self.critic.requires_grad_(True)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
-        self._clip(self.actor.head.parameters())
+        clip_gradients(self.actor.head.parameters(), a.max_grad_norm)
         self.actor_opt.step()
 
         soft_update(self.critic_target, self.critic, a.tau)
@@ -192,37 +202,29 @@ class DDPG:
             "saturated": (pre.detach().abs() > 3.0).float().mean(),
         }
 
-    def state(self) -> dict:
-        return {
-            "models": {
-                "policy": self.actor.state_dict(),
-                "critic": self.critic.state_dict(),
-                "actor_target": self.actor_target.state_dict(),
-                "critic_target": self.critic_target.state_dict(),
-            },
-            "optimizers": {
-                "actor": self.actor_opt.state_dict(),
-                "critic": self.critic_opt.state_dict(),
-            },
+    def _parts(self) -> tuple[dict, dict]:
+        models = {
+            "policy": self.actor,
+            "critic": self.critic,
+            "actor_target": self.actor_target,
+            "critic_target": self.critic_target,
         }
+        return models, {"actor": self.actor_opt, "critic": self.critic_opt}
+
+    def state(self, **extra) -> dict:
+        return learner_state(*self._parts(), **extra)
 
     def load(self, payload: dict) -> None:
-        m, o = payload["models"], payload["optimizers"]
-        self.actor.load_state_dict(m["policy"])
-        self.critic.load_state_dict(m["critic"])
-        self.actor_target.load_state_dict(m["actor_target"])
-        self.critic_target.load_state_dict(m["critic_target"])
-        self.actor_opt.load_state_dict(o["actor"])
-        self.critic_opt.load_state_dict(o["critic"])
+        restore_learner(payload, *self._parts())
 
 
 def train(run: Run) -> None:
     cfg, a, device = run.cfg, run.cfg.algo, run.device
-    control.check(cfg.env)
     envs = make_vector_env(cfg.env, a.num_envs, mode=TRAIN)
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     run.set_spaces(obs_space, action_space)
     agent = DDPG(cfg, obs_space, action_space, device)
+    schedule = LinearLR(a, cfg.total_frames)
     action_dim = int(np.prod(action_space.shape))
     frame_bytes = a.buffer_size * int(np.prod(obs_space.shape)) // int(cfg.env.frame_stack)
     buffer = ReplayBuffer(
@@ -258,8 +260,7 @@ def train(run: Run) -> None:
     act = act_fn(agent.actor, device)
 
     def state():
-        s = agent.state()
-        s["extra"] = {"steps": steps, "ou": torch.from_numpy(ou.state.copy())}
+        s = agent.state(steps=steps, ou=torch.from_numpy(ou.state.copy()))
         if cfg.checkpoint.include_replay:
             s["replay"] = buffer.state_dict()
         return s
@@ -292,11 +293,15 @@ def train(run: Run) -> None:
             ready = frames >= learn_from and len(buffer) >= a.n_step * a.num_envs
             if ready and steps % a.update_every == 0:
                 smoothing = std if a.noise == "gaussian" else a.ou_sigma
+                lr = schedule.apply(agent.critic_opt, frames)
+                schedule.apply(agent.actor_opt, frames)
                 for _ in range(a.updates_per_step):
                     batch = buffer.sample(a.batch_size, a.n_step, a.gamma)
                     metrics = agent.update(batch, smoothing)
                 if a.noise == "gaussian":
                     metrics["noise_std"] = std
+                if a.lr_decay != "none":
+                    metrics["lr"] = lr
             run.step_done(frames, metrics, act, state)
         run.finish(frames, act, state)
     finally:

@@ -25,6 +25,17 @@ toy.register()
 TRAIN, EVAL = "train", "eval"
 
 
+def check(env_cfg: DictConfig) -> None:
+    """Raise ConfigError for an env config its family cannot build (each family checks its own
+    keys: ROM ids, dm_control tasks, gymnasium ids, what a backend can run)."""
+    if env_cfg.kind == "atari":
+        atari.check(env_cfg)
+    elif env_cfg.kind in ("control", "dmc"):
+        from pixelrl.envs import control
+
+        control.check(env_cfg)
+
+
 def single_env_fn(env_cfg: DictConfig, render: bool = False):
     """A picklable factory for one env with the configured recipe (no vector-level signals)."""
     return functools.partial(_make_single, _plain(env_cfg), render)
@@ -56,7 +67,7 @@ def _make_single(env_cfg, render: bool) -> gym.Env:
         from pixelrl.envs import control
 
         return control.make_single(env_cfg, render)
-    raise ValueError(f"env.kind={env_cfg.kind!r} is not one of: atari, toy, control, dmc")
+    raise ValueError(f"env.kind={env_cfg.kind!r} has no env factory")
 
 
 def frames_per_step(env_cfg: DictConfig) -> int:
@@ -115,9 +126,7 @@ def make_vector_env(
 
             venv = ProcVectorEnv(fns, num_procs=num_threads or None, spawn=env_cfg.kind == "dmc")
         else:
-            raise ValueError(
-                f"env.backend={backend!r} is not one of: sync, async, procs, ale_vector"
-            )
+            raise ValueError(f"env.backend={backend!r} has no vector env")
     train = mode == TRAIN
     venv = EpisodeSignals(
         venv,

@@ -32,6 +32,7 @@ from pixelrl.envs.wrappers import (
     FrameStack,
     ResizeFrame,
 )
+from pixelrl.errors import ConfigError
 
 ALE_FPS = 60
 
@@ -48,6 +49,44 @@ def available_games() -> list[str]:
     from ale_py import roms
 
     return sorted(roms.get_all_rom_ids())
+
+
+def check(env_cfg: DictConfig) -> None:
+    """Raise ConfigError for an Atari config that cannot be built (unknown ROM, a recipe the
+    backend cannot run)."""
+    games = available_games()
+    if not env_cfg.game:
+        raise ConfigError(
+            f"env.game is required for env={env_cfg.name}; e.g. env.game=space_invaders "
+            f"(ALE ROM ids: {len(games)} games, {', '.join(games[:6])}, ...)"
+        )
+    if env_cfg.game not in games:
+        close = [g for g in games if env_cfg.game.lower().replace("-", "_") in g]
+        hint = (
+            f"; did you mean: {', '.join(close[:5])}"
+            if close
+            else f"; valid ids include: {', '.join(games[:8])}, ..."
+        )
+        raise ConfigError(f"env.game={env_cfg.game!r} is not an ALE ROM id (snake_case){hint}")
+    if env_cfg.preprocess == "karpathy" and env_cfg.game != "pong":
+        raise ConfigError(
+            "env.preprocess=karpathy needs env.game=pong (the crop rows 35:195 and the background "
+            f"colours 144/109 are Pong's), got env.game={env_cfg.game!r}"
+        )
+    if env_cfg.frame_skip_range is not None:
+        r = list(env_cfg.frame_skip_range)
+        if len(r) != 2 or not (1 <= r[0] <= r[1]):
+            raise ConfigError(f"env.frame_skip_range={r} must be [low, high] with 1 <= low <= high")
+        if env_cfg.preprocess != "karpathy":
+            raise ConfigError(
+                f"env.frame_skip_range={r} needs env.preprocess=karpathy (Pong-v0's random skip); "
+                "the standard recipe repeats each action env.frame_skip times"
+            )
+    if env_cfg.backend == "ale_vector" and env_cfg.preprocess == "karpathy":
+        raise ConfigError(
+            "env.backend=ale_vector cannot do env.preprocess=karpathy; "
+            "use env.backend=procs (or sync)"
+        )
 
 
 def _ale_env(env_cfg: DictConfig, obs_type: str, frameskip, render: bool) -> gym.Env:
@@ -234,12 +273,10 @@ def make_single(env_cfg: DictConfig, render: bool = False) -> gym.Env:
         else:
             frameskip = int(env_cfg.frame_skip)
         env = _ale_env(env_cfg, "rgb", frameskip, render)
-        env = KarpathyAle(env)  # == _LivesInfo + KarpathyDiff, without the RGB frames
+        env = KarpathyAle(env)  # == KarpathyDiff on the RGB frames, without them
     else:
         env = _ale_env(env_cfg, "grayscale", 1, render)
         env = NoopReset(env, int(env_cfg.noop_max))
-        if env_cfg.frame_skip_range is not None:
-            raise ValueError("env.frame_skip_range is only supported with env.preprocess=karpathy")
         env = SkipMaxGray(env, int(env_cfg.frame_skip), bool(env_cfg.max_pool))
         if env_cfg.fire_reset:
             env = FireReset(env)
@@ -249,18 +286,6 @@ def make_single(env_cfg: DictConfig, render: bool = False) -> gym.Env:
     if env_cfg.action_set:
         env = ActionSubset(env, list(env_cfg.action_set))
     return env
-
-
-class _LivesInfo(gym.Wrapper):
-    """Keep only `lives` in info (the vector layer batches every info key at a cost)."""
-
-    def reset(self, **kwargs):
-        obs, _ = self.env.reset(**kwargs)
-        return obs, {"lives": self.env.unwrapped.ale.lives()}
-
-    def step(self, action):
-        obs, reward, terminated, truncated, _ = self.env.step(action)
-        return obs, reward, terminated, truncated, {"lives": self.env.unwrapped.ale.lives()}
 
 
 def frames_per_step(env_cfg: DictConfig) -> int:

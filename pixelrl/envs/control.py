@@ -19,8 +19,8 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
-from pixelrl.config import ConfigError
 from pixelrl.envs.wrappers import ChannelsFirst, FrameStack, ResizeFrame
+from pixelrl.errors import ConfigError
 
 # pygame (Pendulum, CarRacing) draws off-screen and never plays sound here; without dummy
 # drivers SDL prints "XDG_RUNTIME_DIR is invalid" and ALSA errors on headless machines.

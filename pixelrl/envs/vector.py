@@ -16,44 +16,34 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import traceback
-from multiprocessing import shared_memory
 from multiprocessing.connection import wait as wait_connections
 
 import gymnasium as gym
 import numpy as np
 
-INFO_KEYS = ("lives",)
+from pixelrl.shm import SharedArray
+from pixelrl.workers import parent_alive, started_in_main_thread, worker_setup
+
+PARENT_CHECK_S = 1.0  # an idle env worker looks this often whether the main process is alive
 
 
-class _Shared:
-    """A named block of shared memory viewed as one numpy array."""
-
-    def __init__(self, shape, dtype, name: str | None = None):
-        dtype = np.dtype(dtype)
-        size = max(1, int(np.prod(shape)) * dtype.itemsize)
-        self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=size)
-        self.array = np.ndarray(shape, dtype, buffer=self.shm.buf)
-        self.spec = (shape, dtype.str, self.shm.name)
-
-    @classmethod
-    def attach(cls, spec):
-        shape, dtype, name = spec
-        return cls(shape, dtype, name)
-
-
-def _worker(conn, env_fns, first: int, specs: dict) -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+def _worker(conn, env_fns, first: int, specs: dict, parent_pid: int, main_thread: bool) -> None:
+    worker_setup(parent_pid, die_with_parent=main_thread)
     try:
         envs = [fn() for fn in env_fns]
         conn.send(("spaces", envs[0].observation_space, envs[0].action_space))
-        buf = {k: _Shared.attach(s) for k, s in specs.items()}
+        buf = {k: SharedArray.attach(s) for k, s in specs.items()}
         obs, act = buf["obs"].array, buf["actions"].array
         rew, term, trunc = buf["reward"].array, buf["terminated"].array, buf["truncated"].array
         final, lives, active = buf["final_obs"].array, buf["lives"].array, buf["active"].array
         idx = range(first, first + len(envs))
         while True:
+            # a sibling forked later may hold our parent's end of the pipe open, so the parent's
+            # death is not always an EOF here: look at it while idle
+            if not conn.poll(PARENT_CHECK_S):
+                if not parent_alive(parent_pid):
+                    return
+                continue
             cmd, arg = conn.recv()
             if cmd == "step":
                 for i, env in zip(idx, envs):
@@ -120,21 +110,23 @@ class ProcVectorEnv(gym.vector.VectorEnv):
         act_shape = (n,) + tuple(act_space.shape or ())
         act_dtype = np.int64 if isinstance(act_space, gym.spaces.Discrete) else np.float32
         self._buf = {
-            "obs": _Shared((n, *obs_space.shape), obs_space.dtype),
-            "final_obs": _Shared((n, *obs_space.shape), obs_space.dtype),
-            "actions": _Shared(act_shape, act_dtype),
-            "reward": _Shared((n,), np.float64),
-            "terminated": _Shared((n,), np.bool_),
-            "truncated": _Shared((n,), np.bool_),
-            "lives": _Shared((n,), np.int64),
-            "active": _Shared((n,), np.bool_),
+            "obs": SharedArray((n, *obs_space.shape), obs_space.dtype),
+            "final_obs": SharedArray((n, *obs_space.shape), obs_space.dtype),
+            "actions": SharedArray(act_shape, act_dtype),
+            "reward": SharedArray((n,), np.float64),
+            "terminated": SharedArray((n,), np.bool_),
+            "truncated": SharedArray((n,), np.bool_),
+            "lives": SharedArray((n,), np.int64),
+            "active": SharedArray((n,), np.bool_),
         }
         self._buf["active"].array[:] = True
         specs = {k: v.spec for k, v in self._buf.items()}
+        here = (os.getpid(), started_in_main_thread())
         for block in blocks:
             parent, child = ctx.Pipe()
             fns = [env_fns[i] for i in block]
-            p = ctx.Process(target=_worker, args=(child, fns, int(block[0]), specs), daemon=True)
+            args = (child, fns, int(block[0]), specs, *here)
+            p = ctx.Process(target=_worker, args=args, daemon=True)
             p.start()
             child.close()
             self._conns.append(parent)
@@ -247,8 +239,7 @@ class ProcVectorEnv(gym.vector.VectorEnv):
             if p.is_alive():
                 p.kill()
         for shared in (self._buf or {}).values():
-            shared.shm.close()
-            shared.shm.unlink()
+            shared.release()
 
     def __del__(self):
         try:

@@ -15,6 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorWrapper
 
+from pixelrl.errors import ConfigError
+
 cv2.setNumThreads(1)  # envs run in many processes/threads already; opencv's own pool only contends
 
 
@@ -88,6 +90,10 @@ class EpisodeSignals(VectorWrapper):
     - `clip_rewards`: reward -> sign(reward) for the learner.
     - `info["final_obs"]`: an (N, ...) array; rows of envs that ended hold their last
       observation, others the current one.
+
+    Backends that run envs in worker processes (`procs`) can also hold envs still and step one
+    worker's envs on their own (`can_pause`, `blocks`, `step_block_async`, `wait_any_block`);
+    block steps return the backend's raw signals: no episode stats, episodic life or clipping.
     """
 
     def __init__(
@@ -102,6 +108,9 @@ class EpisodeSignals(VectorWrapper):
         self._lives = np.zeros(n, np.int64)
         self.default_seed: int | None = None  # used by the first reset() without a seed
         self._seeded = False
+        # env ids per worker process, for block stepping; None where the backend cannot
+        self.blocks: list[np.ndarray] | None = getattr(env, "blocks", None)
+        self.can_pause = self.blocks is not None  # step(actions, active=mask)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         if seed is None and not self._seeded:
@@ -115,7 +124,7 @@ class EpisodeSignals(VectorWrapper):
         return obs, info
 
     def step(self, actions, active: np.ndarray | None = None):
-        """`active` (procs backend only) steps a subset of envs; the others stand still."""
+        """`active` (where `can_pause`) steps a subset of envs; the others stand still."""
         if active is None:
             obs, reward, terminated, truncated, info = self.env.step(actions)
         else:
@@ -145,6 +154,15 @@ class EpisodeSignals(VectorWrapper):
     def call(self, name: str, *args, **kwargs):
         return self.env.call(name, *args, **kwargs)
 
+    def step_block_async(self, block: int, actions: np.ndarray, active: np.ndarray | None = None):
+        """Send actions to the envs of one worker process (`blocks[block]`), without waiting."""
+        self.env.step_block_async(block, actions, active)
+
+    def wait_any_block(self, pending: set[int]) -> tuple[int, tuple]:
+        """(block, (obs, reward, terminated, truncated, final_obs)) of the first of `pending` to
+        finish its step (raw signals, same-step autoreset)."""
+        return self.env.wait_any_block(pending)
+
 
 def _final_obs_array(obs: np.ndarray, info: dict[str, Any], done: np.ndarray) -> np.ndarray:
     final = info.get("final_obs")
@@ -159,8 +177,6 @@ def _final_obs_array(obs: np.ndarray, info: dict[str, Any], done: np.ndarray) ->
 
 
 def _action_map(actions: list[int], n: int) -> np.ndarray:
-    from pixelrl.config import ConfigError
-
     if not actions or any(not 0 <= a < n for a in actions):
         raise ConfigError(
             f"env.action_set={list(actions)} must list actions of the env, 0..{n - 1}"

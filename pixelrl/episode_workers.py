@@ -1,6 +1,7 @@
-"""Episode workers: REINFORCE with the policy played where the env is (pg-pong's fast path).
+"""Episode workers: REINFORCE's episodes played where the env is (pg-pong's fast path).
 
-The batched collector (reinforce.BatchedEpisodes) steps envs in worker processes and runs the policy
+One of REINFORCE's two episode sources, with the interface `pixelrl.episodes` describes. The
+batched source (episodes.BatchedEpisodes) steps envs in worker processes and runs the policy
 in the learner: every block of env steps costs a message, a wake-up and a small forward pass in
 the learner, which on 2 cores takes about as much CPU as the env itself. A policy with one hidden
 layer (pg-pong's 6400 -> 200 ReLU -> P(UP)) is cheaper than a message, so here every worker
@@ -26,19 +27,16 @@ import math
 import multiprocessing as mp
 import os
 import queue as queue_lib
-import signal
-import time
-import traceback
 
 import numpy as np
 import scipy.sparse
 import torch
 
 from pixelrl.envs import frames_per_step, single_env_fn
-from pixelrl.envs.vector import _Shared
 from pixelrl.models import obs_scale
-from pixelrl.run import TrainingError
-from pixelrl.workers import check_workers, stop_workers
+from pixelrl.returns import episode_returns, normalize_returns
+from pixelrl.shm import SharedArray
+from pixelrl.workers import WorkerGroup, parent_alive, report_errors, worker_setup
 
 STOP_CHECK_STEPS = 256  # env steps between looks at the stop flag inside an episode
 
@@ -61,8 +59,8 @@ def unsupported_reason(cfg) -> str | None:
 
 
 def wanted(cfg) -> bool:
-    """algo.collector=workers, or auto where the workers can run the config (the config check
-    has already refused algo.collector=workers where they cannot)."""
+    """algo.collector=workers, or auto where the workers can run the config (REINFORCE's config
+    check has already refused algo.collector=workers where they cannot)."""
     return cfg.algo.collector != "batched" and unsupported_reason(cfg) is None
 
 
@@ -202,79 +200,70 @@ def play_episode(env, obs, policy: NumpyPolicy, rng, stop, clip: bool) -> dict |
 
 def _worker_main(rank, env_fn, specs, settings, seed, tasks, results, lock, stop, parent_pid):
     """Entry point of a worker process: play the tasks' episodes, add their gradients."""
-    from pixelrl.algos.reinforce import episode_psi, normalize
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner decides when to stop
+    worker_setup(parent_pid)
     env = None
-    try:
-        buf = {k: _Shared.attach(s) for k, s in specs.items()}
-        params = {k: buf[k].array for k in ("w1t", "b1", "w2", "b2")}
-        shared_grads = {k: buf["g_" + k].array for k in params}
-        grads = {k: np.zeros_like(v) for k, v in params.items()}
-        policy = NumpyPolicy(params, settings["sigmoid"], settings["scale"], settings["bias"])
-        a = settings["algo"]
-        env = env_fn()
-        rng = np.random.default_rng(seed)
-        reset_seed = seed
-        while not stop.is_set():
-            try:
-                task = tasks.get(timeout=0.5)
-            except queue_lib.Empty:
-                if os.getppid() != parent_pid:  # the learner is gone: don't linger
-                    break
-                continue
-            if task is None:
-                break
-            obs, _ = env.reset(seed=reset_seed)
-            reset_seed = None
-            steps = play_episode(env, obs, policy, rng, stop, settings["clip"])
-            if steps is None:
-                break
-            rewards = steps["rewards"]
-            returns = episode_psi(rewards, a)
-            psi = returns - task["running_mean"] if task["running_mean"] is not None else returns
-            psi = normalize([psi], a.normalize_returns)[0]
-            stats, rows = episode_gradient(policy, steps, psi, a.entropy_coef, grads)
-            # a worker killed inside the lock never releases it: wait in slices, so that the
-            # others still see the stop the learner then sends
-            while not lock.acquire(timeout=0.25):
-                if stop.is_set():
-                    return
-            try:
-                shared_grads["w1t"][rows] += grads["w1t"][rows]
-                for k in ("b1", "w2", "b2"):
-                    shared_grads[k] += grads[k]
-            finally:
-                lock.release()
-            grads["w1t"][rows] = 0.0
+    with report_errors(rank, results):
+        try:
+            env = env_fn()
+            _play_tasks(rank, env, specs, settings, seed, tasks, results, lock, stop, parent_pid)
+        finally:
+            if env is not None:
+                env.close()
+
+
+def _play_tasks(rank, env, specs, settings, seed, tasks, results, lock, stop, parent_pid):
+    buf = {k: SharedArray.attach(s) for k, s in specs.items()}
+    params = {k: buf[k].array for k in ("w1t", "b1", "w2", "b2")}
+    shared_grads = {k: buf["g_" + k].array for k in params}
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    policy = NumpyPolicy(params, settings["sigmoid"], settings["scale"], settings["bias"])
+    a = settings["algo"]
+    rng = np.random.default_rng(seed)
+    reset_seed = seed
+    while not stop.is_set():
+        try:
+            task = tasks.get(timeout=0.5)
+        except queue_lib.Empty:
+            if not parent_alive(parent_pid):  # the learner is gone: don't linger
+                return
+            continue
+        if task is None:
+            return
+        obs, _ = env.reset(seed=reset_seed)
+        reset_seed = None
+        steps = play_episode(env, obs, policy, rng, stop, settings["clip"])
+        if steps is None:
+            return
+        rewards = steps["rewards"]
+        returns = episode_returns(rewards, a.psi, a.gamma, a.reset_on_reward)
+        psi = returns - task["running_mean"] if task["running_mean"] is not None else returns
+        psi = normalize_returns([psi], a.normalize_returns)[0]
+        stats, rows = episode_gradient(policy, steps, psi, a.entropy_coef, grads)
+        # a worker killed inside the lock never releases it: wait in slices, so that the
+        # others still see the stop the learner then sends
+        while not lock.acquire(timeout=0.25):
+            if stop.is_set():
+                return
+        try:
+            shared_grads["w1t"][rows] += grads["w1t"][rows]
             for k in ("b1", "w2", "b2"):
-                grads[k].fill(0.0)
-            results.put(
-                {
-                    "type": "episode",
-                    "rank": rank,
-                    "length": len(rewards),
-                    "raw_return": steps["raw"],
-                    "reward_sum": float(rewards.sum()),
-                    "psi_sum": float(returns.sum()),
-                    **stats,
-                }
-            )
-    except Exception as e:
+                shared_grads[k] += grads[k]
+        finally:
+            lock.release()
+        grads["w1t"][rows] = 0.0
+        for k in ("b1", "w2", "b2"):
+            grads[k].fill(0.0)
         results.put(
             {
-                "type": "error",
+                "type": "episode",
                 "rank": rank,
-                "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(),
+                "length": len(rewards),
+                "raw_return": steps["raw"],
+                "reward_sum": float(rewards.sum()),
+                "returns_sum": float(returns.sum()),
+                **stats,
             }
         )
-        results.close()
-        results.join_thread()  # make sure the error reaches the learner before we exit
-        raise SystemExit(1) from None
-    finally:
-        if env is not None:
-            env.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,8 +286,8 @@ class EpisodeWorkers:
         probe.close()
         self.frames_per_step = frames_per_step(cfg.env)
         self.seed = seed
-        self.workers: list = []
-        self.buf: dict[str, _Shared] = {}
+        self.group: WorkerGroup | None = None
+        self.buf: dict[str, SharedArray] = {}
 
     def start(self, net) -> None:
         params = _torch_params(net)
@@ -306,13 +295,12 @@ class EpisodeWorkers:
         hidden, dim, k = w1.shape[0], w1.shape[1], w2.shape[0]
         shapes = {"w1t": (dim, hidden), "b1": (hidden,), "w2": (k, hidden), "b2": (k,)}
         for name, shape in shapes.items():
-            self.buf[name] = _Shared(shape, np.float32)
-            self.buf["g_" + name] = _Shared(shape, np.float32)
-            self.buf[name].array[:] = 0.0
-            self.buf["g_" + name].array[:] = 0.0
+            for key in (name, "g_" + name):
+                self.buf[key] = SharedArray(shape, np.float32)
+                self.buf[key].array[:] = 0.0
         ctx = mp.get_context("spawn" if self.cfg.env.kind == "dmc" else "fork")
-        self.tasks, self.results = ctx.Queue(), ctx.Queue()
-        self.lock, self.stop = ctx.Lock(), ctx.Event()
+        self.group = WorkerGroup(ctx, "reinforce episode worker")
+        self.tasks, self.lock = ctx.Queue(), ctx.Lock()
         specs = {name: b.spec for name, b in self.buf.items()}
         settings = {
             "algo": self.a,
@@ -321,27 +309,13 @@ class EpisodeWorkers:
             "scale": obs_scale(self.observation_space),
             "clip": bool(self.cfg.env.get("clip_rewards", False)),
         }
-        env_fn = single_env_fn(self.cfg.env)
-        for rank in range(self.a.num_envs):
-            p = ctx.Process(
-                target=_worker_main,
-                args=(
-                    rank,
-                    env_fn,
-                    specs,
-                    settings,
-                    self.seed + rank,
-                    self.tasks,
-                    self.results,
-                    self.lock,
-                    self.stop,
-                    os.getpid(),
-                ),
-                name=f"pixelrl-episodes-{rank}",
-                daemon=True,
-            )
-            p.start()
-            self.workers.append(p)
+        env_fn, group = single_env_fn(self.cfg.env), self.group
+        shared = (self.tasks, group.results, self.lock, group.stop_event, os.getpid())
+        args = [
+            (rank, env_fn, specs, settings, self.seed + rank, *shared)
+            for rank in range(self.a.num_envs)
+        ]
+        group.start(_worker_main, args, "pixelrl-episodes")
 
     def _publish(self, net) -> None:
         for name, p in _torch_params(net).items():
@@ -358,32 +332,22 @@ class EpisodeWorkers:
     def play(self, net, running_mean, on_episode) -> dict[str, float]:
         """Play one batch with `net`'s weights; its gradient ends up in the parameters' .grad."""
         # A worker that died between batches holds no task: look before handing out new ones.
-        check_workers(self.workers, self.results, "reinforce episode worker")
+        self.group.check()
         self._publish(net)
         n = self.a.batch_episodes
         for _ in range(n):
             self.tasks.put({"running_mean": running_mean})
         totals = {"policy_loss": 0.0, "entropy": 0.0, "batch_steps": 0.0}
-        received, last_check = 0, time.monotonic()
+        received = 0
         while received < n:
-            try:
-                msg = self.results.get(timeout=0.25)
-            except queue_lib.Empty:
-                msg = None
-            if msg is None or time.monotonic() - last_check > 0.5:
-                check_workers(self.workers, self.results, "reinforce episode worker")
-                last_check = time.monotonic()
+            msg = self.group.get()
             if msg is None:
                 continue
-            if msg["type"] == "error":
-                raise TrainingError(
-                    f"reinforce episode worker {msg['rank']} failed: {msg['error']}"
-                )
             received += 1
             totals["policy_loss"] += msg["policy_loss"]
             totals["entropy"] += msg["entropy"]
             totals["batch_steps"] += msg["length"]
-            on_episode(msg["length"], msg["raw_return"], msg["reward_sum"], msg["psi_sum"])
+            on_episode(msg["length"], msg["raw_return"], msg["reward_sum"], msg["returns_sum"])
         for name, p in _torch_params(net).items():
             if p is None:
                 continue
@@ -392,10 +356,9 @@ class EpisodeWorkers:
         return totals
 
     def close(self) -> None:
-        if self.workers:
-            stop_workers(self.workers, self.results, self.stop)
-            self.workers = []
+        if self.group is not None:
+            self.group.stop()
+            self.group = None
         for shared in self.buf.values():
-            shared.shm.close()
-            shared.shm.unlink()
+            shared.release()
         self.buf = {}

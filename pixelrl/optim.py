@@ -1,0 +1,154 @@
+"""Optimizers and the learning-rate schedule, built in one place for every algorithm.
+
+`make_optimizer(algo_cfg, params)` gives torch's RMSprop / Adam, or, for A3C, an optimizer whose
+statistics live in shared memory. `LinearLR` is `algo.lr_decay`; every algorithm applies it the
+same way: `schedule.apply(optimizer, frames)` just before `optimizer.step(...)`.
+
+Shared optimizers (Hogwild A3C). A3C paper, Supp. 8: RMSProp with statistics g shared across threads was the most robust. Both
+optimizers here keep every statistic, the step count included, in shared-memory tensors, so a
+step taken by one worker is seen by all. `step(grads)` takes the worker's local gradients
+explicitly: shared parameters are updated in place, nothing touches `.grad`. Their learning rate
+is `param_groups[0]["lr"]`, as in torch's optimizers, so the schedule sets it the same way.
+
+Why the step count must be shared: with a per-worker count, a worker that starts late computes
+Adam's bias correction 1/(1 - beta1^t) with t=1 against a first moment accumulated by everyone, a
+10x too large step. An optional lock (A3C keeps it on) serializes step(); interleaved steps can
+otherwise mix half-updated moments. It costs a few microseconds per update.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class _Shared:
+    """What both shared optimizers hold: the shared parameters, a shared step count, and this
+    process's learning rate."""
+
+    def __init__(self, params, lr: float):
+        self.params = list(params)
+        self.param_groups = [{"lr": lr}]  # this process's learning rate (set by the schedule)
+        self.steps = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def _zeros(self) -> list[torch.Tensor]:
+        """One shared-memory statistic per parameter, zero."""
+        return [torch.zeros_like(p).share_memory_() for p in self.params]
+
+
+class SharedRMSprop(_Shared):
+    """RMSProp (PyTorch's form): s <- a s + (1 - a) g^2;  w <- w - lr g / (sqrt(s) + eps)."""
+
+    def __init__(self, params, lr: float = 7e-4, alpha: float = 0.99, eps: float = 1e-5):
+        super().__init__(params, lr)
+        self.alpha, self.eps = alpha, eps
+        self.square_avg = self._zeros()
+
+    @torch.no_grad()
+    def step(self, grads, track: bool = False) -> float:
+        """Apply one update; with track=True return the largest absolute weight change."""
+        lr = self.param_groups[0]["lr"]
+        largest = 0.0
+        for p, g, sq in zip(self.params, grads, self.square_avg, strict=True):
+            if g is None:
+                continue
+            sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+            denom = sq.sqrt().add_(self.eps)
+            if track:
+                largest = max(largest, float((g / denom).abs().max()) * lr)
+            p.addcdiv_(g, denom, value=-lr)
+        self.steps += 1
+        return largest
+
+    def state_dict(self) -> dict:
+        return {"square_avg": [s.clone() for s in self.square_avg], "steps": self.steps.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for s, saved in zip(self.square_avg, state["square_avg"], strict=True):
+            s.copy_(saved)
+        self.steps.copy_(state["steps"])
+
+
+class SharedAdam(_Shared):
+    """Adam with shared first/second moments and a shared step count."""
+
+    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, lr)
+        self.betas, self.eps = betas, eps
+        self.exp_avg, self.exp_avg_sq = self._zeros(), self._zeros()
+
+    @torch.no_grad()
+    def step(self, grads, track: bool = False) -> float:
+        lr = self.param_groups[0]["lr"]
+        b1, b2 = self.betas
+        self.steps += 1
+        t = int(self.steps.item())
+        c1 = 1 - b1**t
+        c2 = math.sqrt(1 - b2**t)
+        largest = 0.0
+        for p, g, m, v in zip(self.params, grads, self.exp_avg, self.exp_avg_sq, strict=True):
+            if g is None:
+                continue
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = v.sqrt().div_(c2).add_(self.eps)
+            if track:
+                largest = max(largest, float((m / denom).abs().max()) * lr / c1)
+            p.addcdiv_(m, denom, value=-lr / c1)
+        return largest
+
+    def state_dict(self) -> dict:
+        return {
+            "exp_avg": [m.clone() for m in self.exp_avg],
+            "exp_avg_sq": [v.clone() for v in self.exp_avg_sq],
+            "steps": self.steps.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for m, saved in zip(self.exp_avg, state["exp_avg"], strict=True):
+            m.copy_(saved)
+        for v, saved in zip(self.exp_avg_sq, state["exp_avg_sq"], strict=True):
+            v.copy_(saved)
+        self.steps.copy_(state["steps"])
+
+
+def make_optimizer(algo_cfg, params):
+    """algo.optimizer -> the optimizer over `params` with algo.lr / eps / rmsprop_alpha."""
+    a, params = algo_cfg, list(params)
+    if a.optimizer == "shared_adam":
+        return SharedAdam(params, lr=a.lr, eps=a.eps)
+    if a.optimizer == "shared_rmsprop":
+        return SharedRMSprop(params, lr=a.lr, alpha=a.rmsprop_alpha, eps=a.eps)
+    if a.optimizer == "adam":
+        return torch.optim.Adam(params, lr=a.lr, eps=a.eps)
+    # pg-pong's too: cache = decay * cache + (1 - decay) g^2; w -= lr g / (sqrt(cache) + eps)
+    return torch.optim.RMSprop(params, lr=a.lr, alpha=a.rmsprop_alpha, eps=a.eps)
+
+
+class LinearLR:
+    """algo.lr_decay: `linear` decays algo.lr to 0 at total_frames, `none` keeps it."""
+
+    def __init__(self, algo_cfg, total_frames: int):
+        self.base_lr = float(algo_cfg.lr)
+        self.decay = algo_cfg.lr_decay == "linear"
+        self.total_frames = int(total_frames)
+
+    def __call__(self, frames: int) -> float:
+        if not self.decay:
+            return self.base_lr
+        return self.base_lr * max(0.0, 1.0 - frames / self.total_frames)
+
+    def apply(self, optimizer, frames: int) -> float:
+        """Set the learning rate for an update made at `frames`; returns it."""
+        lr = self(frames)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+def clip_gradients(params, max_norm: float) -> dict[str, torch.Tensor]:
+    """Clip the gradients' global norm to algo.max_grad_norm (0: off); {"grad_norm": before}."""
+    if max_norm <= 0:
+        return {}
+    return {"grad_norm": torch.nn.utils.clip_grad_norm_(params, max_norm)}

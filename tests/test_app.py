@@ -1,0 +1,93 @@
+"""The app (pixelrl/app.py): the config checks it gathers, the process settings it makes, and
+how a checkpoint's config meets a new command line."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import pixelrl
+from pixelrl.app import check_config, compose_config
+from pixelrl.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        # the schema's own ranges
+        (["algo.n_steps=0"], "algo.n_steps=0 is out of range; it must be > 0"),
+        # the device's
+        (["device=gpu"], "device='gpu' is not allowed; choose one of: auto, cpu, cuda"),
+        # the env family's (Atari)
+        (["env=atari", "env.game=zelda"], "env.game='zelda' is not an ALE ROM id"),
+        (
+            ["env.frame_skip_range=[2,4]"],
+            "env.frame_skip_range=[2, 4] needs env.preprocess=karpathy",
+        ),
+        # the algorithm's (REINFORCE, DDPG)
+        (["algo=reinforce", "algo.num_envs=12"], "algo.num_envs=12 must be <= algo.batch_episodes"),
+        (
+            ["algo=ddpg", "env=Reach", "algo.augment=false", "algo.q_augs=2"],
+            "algo.q_augs=2 averages over random shifts, but algo.augment=false",
+        ),
+        (
+            ["algo=reinforce", "env=Catch", "algo.collector=workers", "model.mlp_layers=2"],
+            "algo.collector=workers is not possible here",
+        ),
+    ],
+)
+def test_check_config_gathers_every_layers_checks(overrides, expected):
+    cfg = compose_config(overrides, check=False)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_lists_of_envs_in_errors_come_from_conf():
+    with pytest.raises(ConfigError, match="continuous envs: CarRacing, dmc, Pendulum, Reach"):
+        check_config(compose_config(["algo=ddpg", "env=Pong"], check=False))
+    with pytest.raises(ConfigError, match="discrete env: atari, Breakout, Catch, Pong"):
+        check_config(compose_config(["algo=a3c", "env=Reach"], check=False))
+
+
+def test_an_algo_env_pairing_file_applies_only_to_its_pair():
+    reach = compose_config(["algo=ddpg", "env=Reach"])
+    pendulum = compose_config(["algo=ddpg", "env=Pendulum"])
+    assert (reach.algo.encoder, reach.algo.batch_size) == ("a3c", 32)  # conf/algo_env/ddpg_Reach
+    assert (pendulum.algo.encoder, pendulum.algo.batch_size) == ("drq", 256)  # DDPG's defaults
+    assert reach.env.resolution == 32 and reach.total_frames == 3_000  # the env's own keys
+
+
+def test_the_app_flushes_denormals():
+    # a confident policy's backward pass is full of denormals, which x86 computes ~100x slower
+    from omegaconf import OmegaConf
+
+    from pixelrl.app import _set_threads
+
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    try:
+        _set_threads(OmegaConf.create({"torch_threads": 0}))
+        assert float((tiny * 1.0)[0]) == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+    assert float((tiny * 1.0)[0]) > 0.0
+
+
+def test_resume_keeps_the_runs_own_settings_unless_named():
+    """A resumed run goes on with its evaluation / logging / checkpoint settings; a key named on
+    the resume command line wins. eval / watch take run-level settings from their command line."""
+    from pixelrl.app import config_from_checkpoint
+
+    trained = pixelrl.compose_config(
+        ["experiment=karpathy_pong", "logger.print_every_s=120", "eval.episodes=3"]
+    )
+    payload = {"config": OmegaConf.to_container(trained, resolve=True)}
+    overrides = ["resume=somewhere", "eval.episodes=5"]
+    cli_cfg = pixelrl.compose_config(overrides)
+    cfg = config_from_checkpoint(payload, cli_cfg, overrides, "resume")
+    assert cfg.algo.name == "reinforce" and cfg.resume == "somewhere"
+    assert cfg.eval.every_frames == trained.eval.every_frames == 5_000_000
+    assert cfg.logger.print_every_s == 120 and cfg.eval.episodes == 5
+    assert cfg.checkpoint.every_frames == trained.checkpoint.every_frames
+    watch = config_from_checkpoint(payload, cli_cfg, overrides, "load")
+    assert watch.eval.every_frames == cli_cfg.eval.every_frames != 5_000_000
