@@ -12,6 +12,7 @@ Usage:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -49,13 +50,15 @@ def help_text() -> str:
         "  eval.every_frames=1000000   periodic greedy evaluation (0: off); eval.episodes=10",
         "  video.enabled=true          an mp4 of the agent at every evaluation",
         "  checkpoint.every_frames=... periodic checkpoints/last.pt (always one at the end)",
+        "  checkpoint.keep=1           periodic checkpoints kept (N: also frames_<frames>.pt)",
         "  resume=PATH                 continue training from a checkpoint file or run dir",
         "  load=PATH                   checkpoint for mode=eval | mode=watch",
         "  logger.wandb.mode=offline   offline (default) | online | disabled; .project .entity .group",
         "  algo.* env.* model.*        see conf/ and pixelrl/config.py, or add --cfg job to print all",
         "",
-        "outputs: runs/<date>/<time>_<algo>_<env>/ with metrics.jsonl, checkpoints/last.pt,",
-        "         videos/*.mp4, wandb/ and .hydra/ (sweeps: multirun/<date>/<time>/<job>/)",
+        "outputs: runs/<date>/<time>_<algo>_<env>_s<seed>/ with metrics.jsonl, checkpoints/",
+        "         (last.pt, best.pt), videos/*.mp4, tb/, wandb/ and .hydra/",
+        "         (sweeps: multirun/<date>/<time>/<job>/)",
         "",
         "Hydra's own options: python -m pixelrl --hydra-help",
     ]
@@ -109,18 +112,30 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _task(cfg) -> None:
-    """The Hydra task. Errors end the process from here, as one line, so that Hydra does not add
-    its own 'Error executing job' block; an interrupted run stops the sweep too."""
+def _task(cfg) -> float:
+    """The Hydra task; returns the job's score for sweepers (Optuna): the mean return of its last
+    evaluation. Errors end a single run from here, as one line, so that Hydra does not add its
+    own 'Error executing job' block. In a sweep a failed job is one line too, and its score is
+    NaN (a failed trial for Optuna) so that the other jobs still run; a stop signal stops the
+    whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from pixelrl.app import run_job
     from pixelrl.errors import PixelrlError
 
+    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        code = run_job(cfg) or 0
+        result = run_job(cfg)
     except PixelrlError as e:
-        _fail(str(e), e.exit_code)
-    if code:
-        sys.exit(code)
+        if not sweep:
+            _fail(str(e), e.exit_code)
+        job = HydraConfig.get().job
+        print(f"pixelrl: error: job {job.num} ({job.override_dirname}): {e}", file=sys.stderr)
+        return math.nan
+    if result.code:
+        sys.exit(result.code)
+    return result.score
 
 
 def main() -> None:
@@ -147,6 +162,10 @@ def main() -> None:
         line = hydra_error_line(e)
         if line is None:
             raise
+        keys = {a.split("=", 1)[0] for a in argv}
+        if line.startswith("unknown config key 'algo.") and keys & {"resume", "load"}:
+            if "algo" not in keys:  # the command line was composed with the default algo
+                line += "; with resume= or load=, name the run's algorithm too (algo=NAME)"
         _fail(line, 2)
 
 

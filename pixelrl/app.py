@@ -8,29 +8,50 @@ schema's, the device's, the env family's and the algorithm's).
 from __future__ import annotations
 
 import json
+import math
+import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from pixelrl import algos, checkpoint, envs
 from pixelrl.config import register_configs, validate
 from pixelrl.device import check_spec, describe, keep_freed_memory, resolve_device
-from pixelrl.errors import CheckpointError, ConfigError
+from pixelrl.errors import CheckpointError, ConfigError, TrainingError
 from pixelrl.run import Run, seed_everything
-from pixelrl.tracking import summarize_returns
+from pixelrl.tracking import check_wandb, summarize_returns
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for any value or combination that cannot run."""
     validate(cfg)
     check_spec(cfg.device)
+    check_wandb(cfg.logger.wandb.mode)
     envs.check(cfg.env)
     algo = algos.get(cfg.algo.name)
     if hasattr(algo, "check"):
         algo.check(cfg)
+    if cfg.model.policy_head == "sigmoid" and cfg.algo.name != "ddpg":
+        n = envs.num_actions(cfg.env)
+        if n != 2:
+            raise ConfigError(
+                f"model.policy_head=sigmoid needs exactly 2 actions (P(first) = sigmoid(z)); "
+                f"env={cfg.env.name} has {n}: use model.policy_head=softmax, or env.action_set=[a,b]"
+            )
+
+
+def validate_entry(cfg: DictConfig) -> None:
+    """The checks that do not depend on the algorithm or env: a command line that resumes or
+    loads a checkpoint was composed with the default algo and env, not the checkpoint's."""
+    if cfg.mode in ("eval", "watch") and not cfg.load:
+        validate(cfg)  # its one-line error names what is missing
+    check_spec(cfg.device)
+    check_wandb(cfg.logger.wandb.mode)
 
 
 def compose_config(overrides: list[str] | None = None, check: bool = True) -> DictConfig:
@@ -106,7 +127,12 @@ def config_from_checkpoint(
     prefixes = ("env.", "algo.", "model.") if what == "resume" else ("env.",)
     dotlist = _explicit(overrides, prefixes)
     if dotlist:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+        if what == "resume":
+            _refuse_structural_changes(cfg, cli_cfg, dotlist)
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{what}: {str(e).splitlines()[0]}") from None
     run_keys = ("device", "eval", "video", "logger", "checkpoint", "torch_threads")
     with open_dict(cfg):
         for key in ("mode", "load", "resume"):
@@ -117,10 +143,48 @@ def config_from_checkpoint(
             for o in _explicit(overrides, names):
                 key = o.split("=", 1)[0].lstrip("~")
                 OmegaConf.update(cfg, key, OmegaConf.select(cli_cfg, key), merge=False)
+            # a run trained online goes online again only when this command line says so
+            cfg.logger.wandb.mode = cli_cfg.logger.wandb.mode
         else:  # eval / watch: run-level settings come from this command line
             for key in run_keys:
                 cfg[key] = cli_cfg[key]
     return cfg
+
+
+# keys that shape the networks or the optimizer's statistics: a resume cannot change them (the
+# algorithm modules add their own in RESUME_FIXED)
+RESUME_FIXED = (
+    "model.",
+    "algo.optimizer",
+    "env.kind",
+    "env.id",
+    "env.game",
+    "env.task",
+    "env.preprocess",
+    "env.resolution",
+    "env.frame_stack",
+    "env.grayscale",
+    "env.action_set",
+    "env.full_action_space",
+    "env.rows",
+    "env.cols",
+    "env.scale",
+)
+
+
+def _refuse_structural_changes(saved: DictConfig, cli_cfg: DictConfig, dotlist: list[str]) -> None:
+    fixed = RESUME_FIXED + tuple(getattr(algos.get(saved.algo.name), "RESUME_FIXED", ()))
+    for item in dotlist:
+        key = item.split("=", 1)[0].lstrip("~")
+        if not any(key == f or (f.endswith(".") and key.startswith(f)) for f in fixed):
+            continue
+        old, new = OmegaConf.select(saved, key), OmegaConf.select(cli_cfg, key)
+        if old != new:
+            raise ConfigError(
+                f"resume: {key}={new!r} differs from the checkpoint's {old!r}; it shapes the "
+                "networks or the optimizer's statistics, so it cannot change in a resumed run "
+                "(start a new run to change it)"
+            )
 
 
 def _set_threads(cfg: DictConfig) -> None:
@@ -130,22 +194,78 @@ def _set_threads(cfg: DictConfig) -> None:
     # probabilities fill the backward pass with them (A3C updates 15-20 % slower late in Pong)
     torch.set_flush_denormal(True)
     keep_freed_memory()  # no page faults on each update's activations (device.py)
+    if hasattr(signal, "SIGXFSZ"):  # a file size limit fails the write (kept run) instead of
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # killing the process
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name) -> int:
+def _resume_dir(ckpt: Path, hydra_dir: Path) -> tuple[Path, str]:
+    """Where a resumed run writes: the checkpoint's own run dir when it is in one
+    (<run>/checkpoints/*.pt), else this command's new run dir."""
+    run = ckpt.parent.parent
+    if ckpt.parent.name == "checkpoints" and (
+        (run / "metrics.jsonl").is_file() or (run / ".hydra").is_dir()
+    ):
+        if hydra_dir.resolve() != run.resolve():
+            _adopt_hydra_record(hydra_dir, run)
+        return run, "the checkpoint's own run dir"
+    return hydra_dir, "a new run dir (the checkpoint is not inside a run dir)"
+
+
+def _adopt_hydra_record(hydra_dir: Path, run: Path) -> None:
+    """This command's .hydra/overrides.yaml joins the resumed run's .hydra (as
+    resume-<time>-overrides.yaml); the new dir Hydra made for it is removed if it holds nothing
+    else, so no stray .hydra-only dir is left behind."""
+    import shutil
+    import time
+
+    record = hydra_dir / ".hydra" / "overrides.yaml"
+    if record.is_file() and (run / ".hydra").is_dir():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        shutil.copyfile(record, run / ".hydra" / f"resume-{stamp}-overrides.yaml")
+    if hydra_dir.is_dir() and {p.name for p in hydra_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(hydra_dir, ignore_errors=True)
+
+
+@dataclass
+class JobResult:
+    """How a job ended: its exit status, and the score a sweep compares (the mean return of its
+    last evaluation: the final one, or the one that reached eval.target_return; NaN: none)."""
+
+    code: int
+    score: float
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name) -> JobResult:
     resume = None
+    where = "a new run dir"
     if cfg.resume:
         resume = checkpoint.load(cfg.resume, key="resume")
         cfg = config_from_checkpoint(resume, cfg, overrides, "resume")
         check_config(cfg)
-        run_dir = checkpoint.resolve(cfg.resume, "resume").parent.parent
+        run_dir, where = _resume_dir(checkpoint.resolve(cfg.resume, "resume"), run_dir)
         if resume["frames"] >= cfg.total_frames:
             print(
                 f"resume: the checkpoint is already at {resume['frames']:,} frames >= total_frames="
                 f"{cfg.total_frames:,}; raise total_frames to train further",
                 file=sys.stderr,
             )
-            return 0
+            return JobResult(0, float(resume.get("best_eval") or math.nan))
+    with RunLock(run_dir):
+        if not resume:
+            _refuse_used_dir(run_dir)
+        return _train_locked(cfg, run_dir, resume, where, group, job_name)
+
+
+def _refuse_used_dir(run_dir: Path) -> None:
+    used = [n for n in ("metrics.jsonl", "checkpoints") if (run_dir / n).exists()]
+    if used:
+        raise ConfigError(
+            f"run dir {run_dir} already holds a run ({', '.join(used)}); continue it with "
+            f"resume={run_dir}, or train into another hydra.run.dir"
+        )
+
+
+def _train_locked(cfg, run_dir: Path, resume, where: str, group, job_name) -> JobResult:
     device = resolve_device(cfg.device)
     _set_threads(cfg)
     seed_everything(cfg.seed)
@@ -156,7 +276,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name)
     start = f"resuming at {resume['frames']:,} frames" if resume else "training"
     run.tracker.message(
         f"pixelrl: {start} {cfg.algo.name} on {cfg.env.name} for {cfg.total_frames:,} frames | "
-        f"device {describe(device)} | run dir {run_dir}"
+        f"device {describe(device)} | run dir {run_dir} ({where})"
     )
     if run.tracker.replayed_rows:
         run.tracker.message(
@@ -165,15 +285,94 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name)
         )
     if resume:
         run.tracker.log(resume["frames"], {"charts/resumed": 1})
+    record_session(run_dir, device, resume["frames"] if resume else 0)
     run.stop.install()
     try:
         algo.train(run)
+    except Exception as e:
+        path = run.save_after_fault(e)  # what the learner has is kept, whatever went wrong
+        if run.stop:  # a process that went down with the stop signal: that is the stop itself
+            run.tracker.message(f"checkpoint: {path} (stopping; {e})")
+        elif isinstance(e, TrainingError):
+            kept = f"; checkpoint written after the fault: {path}" if path else ""
+            raise TrainingError(f"{e}{kept}") from None
+        else:
+            if path:
+                run.tracker.message(f"checkpoint written after the fault: {path}")
+            raise
     finally:
         run.stop.uninstall()
         run.close()
     if run.stop:
         print(f"interrupted: checkpoint saved to {run.checkpoint_path}", file=sys.stderr)
-    return run.stop.exit_code
+    last = run.tracker.last_eval
+    return JobResult(run.stop.exit_code, math.nan if last is None else float(last))
+
+
+def record_session(run_dir: Path, device: torch.device, frames: int) -> None:
+    """Append this process's command, machine and commit to <run>/run_info.json (a resumed run
+    adds a session), so a result can always be traced to where and how it was made."""
+    import datetime
+    import os
+
+    from pixelrl.machine import machine_info
+
+    path = run_dir / "run_info.json"
+    try:
+        sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+    except (ValueError, KeyError, TypeError):
+        sessions = []
+    sessions.append(
+        {
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": " ".join(["python -m pixelrl", *sys.argv[1:]]),
+            "start_frames": int(frames),
+            **machine_info(str(device)),
+        }
+    )
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps({"sessions": sessions}, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk costs this record, not the run
+
+
+class RunLock:
+    """An exclusive lock on a run dir (`<run>/.lock`, fcntl) held while a process trains in it,
+    so that a second run or a second resume of the same run is refused instead of interleaving
+    metrics.jsonl and overwriting last.pt."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"run dir {self.path.parent} is in use by another pixelrl process (pid {holder}); "
+                "wait for it to end, or train into another hydra.run.dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock (so does the process's death)
+            self._fd = None
 
 
 class Agent:
@@ -210,7 +409,9 @@ def load_agent(path: str, device: str = "cpu") -> Agent:
     return build_agent(payload, cfg, resolve_device(device))
 
 
-def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str], watch: bool) -> int:
+def evaluate_checkpoint(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], watch: bool
+) -> JobResult:
     from pixelrl.evaluate import Evaluator
 
     payload = checkpoint.load(cfg.load)
@@ -241,11 +442,14 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, overrides: list[str], wa
             indent=1,
         )
     print(json.dumps(result), flush=True)
-    return 0
+    return JobResult(0, result["return_mean"])
 
 
-def run_job(cfg: DictConfig) -> int:
-    check_config(cfg)
+def run_job(cfg: DictConfig) -> JobResult:
+    if cfg.mode == "train" and cfg.resume or cfg.mode != "train" and cfg.load:
+        validate_entry(cfg)  # the rest is checked once the checkpoint's own config is merged
+    else:
+        check_config(cfg)
     run_dir, overrides, group, job_name = _hydra_context()
     if cfg.mode == "train":
         return train(cfg, run_dir, overrides, group, job_name)

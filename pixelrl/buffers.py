@@ -25,16 +25,52 @@ are 2 GiB, a small share of a training GPU). The per-slot bookkeeping stays in n
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
+
 import numpy as np
-import psutil
 import torch
 
+from pixelrl.device import available_memory_bytes
 from pixelrl.errors import ConfigError
 
 RAM_FRACTION = 0.9  # refuse a buffer that needs more than this share of the available RAM
 GPU_FRACTION = 0.5  # frames go on the GPU only within this share of its free memory
 MAX_SAMPLE_TRIES = 1000
 _SAVED = ("frames", "actions", "rewards", "pos", "has_action", "ends", "terminated")
+CHUNK_BYTES = 64 << 20
+_MADV_DONTNEED = 4  # linux/mman.h
+
+
+def _file_backed(address: int) -> bool:
+    """Whether `address` lies in a mapping of a file (/proc/self/maps), not anonymous memory."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                if lo <= address < hi:
+                    return len(fields) == 6 and fields[5].startswith("/")
+    except OSError:
+        pass
+    return False
+
+
+def release_pages(tensor: torch.Tensor) -> None:
+    """Let the kernel drop the pages under `tensor` when it is a view of a memory-mapped file (a
+    checkpoint loaded with mmap): the process's memory shrinks, the file keeps the data. Anything
+    else (anonymous memory, where this would zero the data) is left alone. Linux only."""
+    if tensor.device.type != "cpu" or not sys.platform.startswith("linux") or not len(tensor):
+        return
+    if not _file_backed(tensor.data_ptr()):
+        return
+    page = mmap.PAGESIZE
+    start = -(-tensor.data_ptr() // page) * page  # whole pages inside the tensor only
+    end = (tensor.data_ptr() + tensor.numel() * tensor.element_size()) // page * page
+    if end > start:
+        madvise = ctypes.CDLL(None).madvise
+        madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
 
 
 def n_step_targets(
@@ -138,9 +174,7 @@ class ReplayBuffer:
         # Frames on the GPU were checked by choose_storage; a checkpoint of the buffer
         # (checkpoint.include_replay) copies them into RAM, so then they count here too.
         in_ram = need["other"] if on_gpu and not checkpointed else self.estimate_bytes
-        available = (
-            psutil.virtual_memory().available if available_bytes is None else available_bytes
-        )
+        available = available_memory_bytes() if available_bytes is None else available_bytes
         if in_ram > RAM_FRACTION * available:
             fits = int(RAM_FRACTION * available / (in_ram / size))
             shape = "x".join(map(str, self.frame_shape))
@@ -169,7 +203,7 @@ class ReplayBuffer:
     def describe(self) -> str:
         shape = "x".join(map(str, self.frame_shape))
         if self.storage.type == "cpu":
-            where = f"in RAM ({_gib(psutil.virtual_memory().available)} available)"
+            where = f"in RAM ({_gib(available_memory_bytes())} available)"
         else:
             where = f"on {self.storage} ({_gib(gpu_free_bytes(self.storage))} free after it)"
         return (
@@ -299,6 +333,16 @@ class ReplayBuffer:
         # from a numpy slice, the tensor's storage is the slice alone: torch.save writes only it
         return torch.from_numpy(array[part])
 
+    def _load_frames(self, part: slice, frames: torch.Tensor) -> None:
+        """Copy saved frames in, a chunk at a time. A checkpoint is loaded memory-mapped: each
+        copied chunk's pages of the file are let go at once, so the resumed buffer is never
+        held twice (the file's pages and the buffer's) on the way in."""
+        step = max(1, CHUNK_BYTES // max(1, frames[0].numel()))
+        for i in range(0, len(frames), step):
+            chunk = frames[i : i + step]
+            self.frames[part.start + i : part.start + i + len(chunk)].copy_(chunk)
+            release_pages(chunk)
+
     def load_state_dict(self, state: dict) -> None:
         if list(state["frame_shape"]) != list(self.frame_shape) or len(state["streams"]) != len(
             self.count
@@ -318,7 +362,7 @@ class ReplayBuffer:
             for name, tensor in stream.items():
                 part = slice(lo, lo + len(tensor))
                 if name == "frames":
-                    self.frames[part].copy_(tensor)  # into RAM or onto the GPU, no temporary
+                    self._load_frames(part, tensor)
                 else:
                     getattr(self, name)[part] = tensor.numpy()
         self.count[:] = state["count"].numpy()

@@ -59,6 +59,7 @@ class WandbConfig:
 @dataclass
 class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: bool = True  # every metric also as TensorBoard scalars in <run>/tb (x: frames)
     progress: bool = True  # tqdm bar on a terminal, a status line every print_every_s otherwise
     print_every_s: float = bounded(30.0, gt=0)
     fps_every_s: float = bounded(10.0, ge=0)  # how often train/fps is written (0: every update)
@@ -88,6 +89,7 @@ class VideoConfig:
 @dataclass
 class CheckpointConfig:
     every_frames: int = bounded(1_000_000, ge=0)  # 0: only at the end
+    keep: int = bounded(1, ge=1)  # periodic checkpoints kept (>1: also as frames_<frames>.pt)
     include_replay: bool = False  # DDPG: store the replay buffer too (large)
 
 
@@ -296,6 +298,10 @@ class DDPGConfig(AlgoConfig):
     replay_device: str = one_of("auto", ("auto", "cpu", "cuda"))
 
 
+# seeds reach ALE and gymnasium as seed + offsets (envs, workers, evaluation): they must stay
+# below 2**31 there
+MAX_SEED = 1_000_000_000
+
 ALGO_SCHEMAS = {
     "actor_critic": ActorCriticConfig,
     "a3c": A3CConfig,
@@ -316,7 +322,7 @@ class Config:
     algo: Any = MISSING
     env: Any = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
-    seed: int = 1
+    seed: int = bounded(1, ge=0, le=MAX_SEED)  # env i gets seed + i (A3C: + worker offsets)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (checked by pixelrl.device)
     torch_threads: int = bounded(0, ge=0)  # 0: all cores for single-process algos, 1 per worker
     total_frames: int = bounded(20_000_000, gt=0)  # emulator frames, frame skip included
@@ -328,10 +334,11 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
-def _run_name(mode: str, algo: str, env: str, load: str | None) -> str:
-    """The run dir's suffix: <algo>_<env> for training, <mode>_<trained run> for eval/watch."""
+def _run_name(mode: str, algo: str, env: str, load: str | None, seed: int | None = None) -> str:
+    """The run dir's suffix: <algo>_<env>_s<seed> for training, <mode>_<trained run> for
+    eval/watch."""
     if mode == "train" or not load:
-        return f"{algo}_{env}"
+        return f"{algo}_{env}" + (f"_s{seed}" if seed is not None else "")
     p = Path(str(load))
     if p.suffix == ".pt":
         p = p.parent.parent if p.parent.name == "checkpoints" else p.parent
@@ -450,6 +457,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.mode in ("eval", "watch") and not cfg.load:
         raise ConfigError(
             f"mode={cfg.mode} needs a checkpoint: add load=PATH (a .pt file or a run dir)"
+        )
+    if cfg.mode == "train" and cfg.load:
+        raise ConfigError(
+            f"load={cfg.load} is for mode=eval and mode=watch; to continue training it, use "
+            f"resume={cfg.load}"
         )
     env = cfg.env
     continuous = env.kind in CONTINUOUS_ENV_KINDS

@@ -66,15 +66,26 @@ def describe(device: torch.device) -> str:
     return str(device)
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """algo.precision: bf16 autocast where the hardware multiplies bf16 natively (Intel AMX CPUs,
-    bf16-capable CUDA GPUs), fp32 elsewhere (without native support bf16 is emulated, slower)."""
+def cpu_multiplies_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions: AMX tiles (Intel Sapphire Rapids and
+    later) or AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def use_bf16(precision: str, device: torch.device, convolutional: bool = True) -> bool:
+    """algo.precision: bf16 autocast where the hardware multiplies bf16 natively (CPUs with AMX or
+    AVX512-BF16, bf16-capable CUDA GPUs), fp32 elsewhere (without native support bf16 is
+    emulated, slower). A3C on Pong, 2 cores: 1.26x the frames/s on an AMX Xeon, 1.29x on an
+    AVX512-BF16 EPYC (BENCHMARKS.md). `auto` keeps fp32 for a network without convolutions."""
     if precision != "auto":
         return precision == "bf16"
+    if not convolutional:  # an MLP trunk's small matmuls gain nothing; autocast costs
+        return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+        return cpu_multiplies_bf16()
     return False
 
 
@@ -87,6 +98,63 @@ def bf16_features(
     with torch.autocast(device.type, dtype=torch.bfloat16):
         out = module(x)
     return out.float() if fp32 else out
+
+
+def _cgroup_memory_left() -> int | None:
+    """Bytes this process's cgroup may still use (a container's or SLURM job's --mem), or None
+    without a limit. cgroup v2 (memory.max) or v1 (memory.limit_in_bytes)."""
+    from pathlib import Path
+
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: "0::/path"
+            base = Path("/sys/fs/cgroup") / path.lstrip("/")
+            files = ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            base = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for directory in (base, *base.parents):  # the nearest level that sets a limit
+            try:
+                limit = (directory / files[0]).read_text().strip()
+                used = int((directory / files[1]).read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if limit != "max" and int(limit) < 1 << 60:
+                return max(0, int(limit) - used)
+    return None
+
+
+def available_memory_bytes() -> int:
+    """RAM this process can still take: the system's available memory, or less where a cgroup
+    (container, SLURM --mem) sets a limit."""
+    import psutil
+
+    available = int(psutil.virtual_memory().available)
+    left = _cgroup_memory_left()
+    return available if left is None else min(available, left)
+
+
+def check_process_count(key: str, count: int, per_process_bytes: int, per_cpu: int) -> None:
+    """Refuse a number of worker processes this machine cannot hold: more than `per_cpu` per
+    CPU, or more memory than is available (each process imports torch: hundreds of MB). Asking
+    for 100,000 must end in one line, not in the kernel's OOM killer ending other jobs."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    memory = available_memory_bytes()
+    fits = max(1, min(cpus * per_cpu, memory // per_process_bytes))
+    if count > fits:
+        raise ConfigError(
+            f"{key}={count} starts more processes than this machine can run ({cpus} CPUs, "
+            f"{memory / 2**30:.1f} GiB of memory available, about {per_process_bytes / 2**30:.2f} "
+            f"GiB per process); use {key} <= {fits}"
+        )
 
 
 # glibc's mallopt parameters (malloc.h)

@@ -36,9 +36,16 @@ from pixelrl.envs import frames_per_step, single_env_fn
 from pixelrl.models import obs_scale
 from pixelrl.returns import episode_returns, normalize_returns
 from pixelrl.shm import SharedArray
-from pixelrl.workers import WorkerGroup, parent_alive, report_errors, worker_setup
+from pixelrl.workers import (
+    WorkerGroup,
+    parent_alive,
+    report_errors,
+    start_method,
+    worker_setup,
+)
 
 STOP_CHECK_STEPS = 256  # env steps between looks at the stop flag inside an episode
+WORKER_BYTES = 150 << 20  # a forked worker: its env, numpy buffers, pages it stops sharing
 
 
 def unsupported_reason(cfg) -> str | None:
@@ -298,7 +305,7 @@ class EpisodeWorkers:
             for key in (name, "g_" + name):
                 self.buf[key] = SharedArray(shape, np.float32)
                 self.buf[key].array[:] = 0.0
-        ctx = mp.get_context("spawn" if self.cfg.env.kind == "dmc" else "fork")
+        ctx = mp.get_context(start_method(self.cfg.env.kind))
         self.group = WorkerGroup(ctx, "reinforce episode worker")
         self.tasks, self.lock = ctx.Queue(), ctx.Lock()
         specs = {name: b.spec for name, b in self.buf.items()}
@@ -329,8 +336,9 @@ class EpisodeWorkers:
                 dst[:] = p.detach().cpu().numpy()
             self.buf["g_" + key].array[:] = 0.0
 
-    def play(self, net, running_mean, on_episode) -> dict[str, float]:
-        """Play one batch with `net`'s weights; its gradient ends up in the parameters' .grad."""
+    def play(self, net, running_mean, on_episode, stop=lambda: False) -> dict[str, float] | None:
+        """Play one batch with `net`'s weights; its gradient ends up in the parameters' .grad.
+        None when `stop()` turns true first (a stop signal does not wait for the batch)."""
         # A worker that died between batches holds no task: look before handing out new ones.
         self.group.check()
         self._publish(net)
@@ -340,6 +348,9 @@ class EpisodeWorkers:
         totals = {"policy_loss": 0.0, "entropy": 0.0, "batch_steps": 0.0}
         received = 0
         while received < n:
+            if stop():
+                self.group.stop_event.set()  # the workers drop their episodes too
+                return None
             msg = self.group.get()
             if msg is None:
                 continue

@@ -96,14 +96,16 @@ class EpisodeCollector:
         self._ready: dict[int, np.ndarray] = {}  # blocks stepped but not yet given new actions
         self._carry: list[tuple[dict, float]] = []  # episodes that ended past a full batch
 
-    def play(self, policy, device, episodes: int, on_episode) -> list[dict]:
-        """Play until `episodes` episodes have ended; `on_episode(episode, raw_return)` sees each."""
+    def play(self, policy, device, episodes: int, on_episode, stop=lambda: False) -> list[dict]:
+        """Play until `episodes` episodes have ended; `on_episode(episode, raw_return)` sees each.
+        Returns early (with what has ended) once `stop()` is true."""
         self.policy, self.device, self.on_episode, self.target = (
             policy,
             device,
             on_episode,
             episodes,
         )
+        self.stop = stop
         self.done: list[dict] = []
         for episode, raw in self._carry:
             self._finish(episode, raw)
@@ -134,7 +136,7 @@ class EpisodeCollector:
         self._started = True
 
     def _full(self) -> bool:
-        return not self.wait and len(self.done) >= self.target
+        return (not self.wait and len(self.done) >= self.target) or self.stop()
 
     def _finish(self, episode: dict, raw: float) -> None:
         if self._full():
@@ -231,8 +233,9 @@ class BatchedEpisodes:
         if self.collector.masked and self.a.normalize_returns != "batch":
             self.stream = GradientStream(self.gradient_fn)
 
-    def play(self, net, running_mean, on_episode) -> dict[str, float]:
-        """Play one batch; its gradient ends up in the parameters' .grad."""
+    def play(self, net, running_mean, on_episode, stop=lambda: False) -> dict[str, float] | None:
+        """Play one batch; its gradient ends up in the parameters' .grad. None when `stop()`
+        turns true first (a stop signal does not wait for the batch)."""
         a = self.a
 
         def finished(episode: dict, raw_return: float) -> None:
@@ -249,9 +252,13 @@ class BatchedEpisodes:
         if self.stream is not None:
             self.stream.running_mean = running_mean
         try:
-            episodes = self.collector.play(net, self.device, a.batch_episodes, finished)
+            episodes = self.collector.play(net, self.device, a.batch_episodes, finished, stop)
         finally:
             torch.set_num_threads(threads)
+        if stop():
+            if self.stream is not None:
+                self.stream.drain()
+            return None
         if self.stream is not None:
             return self.stream.drain()
         return self.gradient_fn(episodes, running_mean)

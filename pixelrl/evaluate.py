@@ -27,9 +27,16 @@ def act_fn(policy: torch.nn.Module, device: torch.device) -> ActFn:
     return act
 
 
-def play(act: ActFn, env, episodes: int, seed: int | None) -> tuple[list[float], list[int]]:
+def _never() -> bool:
+    return False
+
+
+def play(
+    act: ActFn, env, episodes: int, seed: int | None, cancelled: Callable[[], bool] = _never
+) -> tuple[list[float], list[int]] | None:
     """Play exactly `episodes` episodes, spread evenly over the env's copies (taking the first
-    finishers instead would favour short episodes). Returns raw returns and lengths."""
+    finishers instead would favour short episodes). Returns raw returns and lengths, or None
+    once `cancelled()` is true (looked at every step: a stop never waits for whole games)."""
     n = env.num_envs
     quota = np.array([episodes // n + (1 if i < episodes % n else 0) for i in range(n)])
     done = np.zeros(n, np.int64)
@@ -37,6 +44,8 @@ def play(act: ActFn, env, episodes: int, seed: int | None) -> tuple[list[float],
     lengths: list[int] = []
     obs, _ = env.reset(seed=seed)
     while (done < quota).any():
+        if cancelled():
+            return None
         obs, _, _, _, info = env.step(act(obs))
         if "_episode" in info:
             for i in np.flatnonzero(info["_episode"]):
@@ -48,16 +57,23 @@ def play(act: ActFn, env, episodes: int, seed: int | None) -> tuple[list[float],
 
 
 def record(
-    act: ActFn, env, path: Path, fps: int, max_steps: int | None, seed: int | None
+    act: ActFn,
+    env,
+    path: Path,
+    fps: int,
+    max_steps: int | None,
+    seed: int | None,
+    cancelled: Callable[[], bool] = _never,
 ) -> tuple[Path | None, float, int]:
     """Record one episode of a 1-env rendering env, stopping early after max_steps agent steps
-    (None: the whole episode). Returns the mp4 path, the (raw) return and the length."""
+    (None: the whole episode) or when `cancelled()`. Returns the mp4 path, the (raw) return and
+    the length."""
     recorder = VideoRecorder(fps)
     recorder.init(path)
     obs, _ = env.reset(seed=seed)
     recorder.record(env.call("render")[0])
     total, steps = 0.0, 0
-    while max_steps is None or steps < max_steps:
+    while (max_steps is None or steps < max_steps) and not cancelled():
         obs, reward, _, _, info = env.step(act(obs))
         steps += 1
         if "_episode" in info and info["_episode"][0]:
@@ -77,27 +93,32 @@ class Evaluator:
         self._env = None
         self._video_env = None
 
-    def evaluate(self, act: ActFn, episodes: int | None = None) -> tuple[list[float], list[int]]:
+    def evaluate(
+        self, act: ActFn, episodes: int | None = None, cancelled: Callable[[], bool] = _never
+    ) -> tuple[list[float], list[int]] | None:
         episodes = episodes or self.cfg.eval.episodes
         if self._env is None:
             n = max(1, min(self.cfg.eval.num_envs, episodes))
             self._env = make_vector_env(self.cfg.env, n, mode=EVAL)
-        return play(act, self._env, episodes, self.cfg.seed + EVAL_SEED_OFFSET)
+        return play(act, self._env, episodes, self.cfg.seed + EVAL_SEED_OFFSET, cancelled)
 
-    def video(self, act: ActFn, name: str, seed_offset: int = 0) -> Path | None:
+    def video(
+        self, act: ActFn, name: str, seed_offset: int = 0, cancelled: Callable[[], bool] = _never
+    ) -> Path | None:
         """A training-time clip: one episode, at most video.max_steps agent steps."""
-        return self._record(act, name, seed_offset, self.cfg.video.max_steps)[0]
+        return self._record(act, name, seed_offset, self.cfg.video.max_steps, cancelled)[0]
 
     def watch(self, act: ActFn, name: str, seed_offset: int = 0) -> tuple[Path | None, float, int]:
         """A whole episode on video (mode=watch): path, raw return, length."""
         return self._record(act, name, seed_offset, None)
 
-    def _record(self, act, name, seed_offset, max_steps):
+    def _record(self, act, name, seed_offset, max_steps, cancelled=_never):
         if self._video_env is None:
             self._video_env = make_vector_env(self.cfg.env, 1, mode=EVAL, render=True)
         fps = self.cfg.video.fps or self._video_env.video_fps
         seed = self.cfg.seed + EVAL_SEED_OFFSET + seed_offset
-        return record(act, self._video_env, self.video_dir / f"{name}.mp4", fps, max_steps, seed)
+        path = self.video_dir / f"{name}.mp4"
+        return record(act, self._video_env, path, fps, max_steps, seed, cancelled)
 
     def close(self) -> None:
         for env in (self._env, self._video_env):

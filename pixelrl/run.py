@@ -3,7 +3,9 @@ evaluation), schedules, seeding and graceful stops.
 
 An algorithm's `train(run)` reads `run.cfg`, builds its env and networks, and calls
 `run.step_done(frames, ...)` after each update: that one call logs progress, evaluates, records
-videos and checkpoints on their schedules, and tells the loop when to stop.
+videos and checkpoints on their schedules, and tells the loop when to stop. Because that call
+also hands over the learner's `state()`, the run can write a checkpoint after a fault (a dead
+worker) that ended the loop from inside.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pixelrl import checkpoint
+from pixelrl.errors import TrainingError
 from pixelrl.evaluate import Evaluator
 from pixelrl.tracking import Tracker
 
@@ -121,13 +124,20 @@ class Run:
         self._last_loss_flush = time.monotonic()
         self.updates = int(resume.get("updates", 0)) if resume else 0
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
+        self.best_path = self.run_dir / "checkpoints" / "best.pt"
+        self.best_eval: float | None = resume.get("best_eval") if resume else None
         self.spaces: dict[str, Any] | None = None
         self._eval_thread: threading.Thread | None = None
         self._eval_result = None
+        self._eval_cancel = threading.Event()
         # (frames, seconds of training) of the first policy whose evaluation reached
         # eval.target_return: training stops there
         self.solved: tuple[int, float] | None = None
         self._eval_waiting_said = False
+        self._save_failed_said = False
+        # the learner's latest state() and frame count, for a checkpoint after a fault
+        self._state: Callable[[], dict[str, Any]] | None = None
+        self.frames = start_frames
 
     def set_spaces(self, obs_space, action_space) -> None:
         """Record the env's spaces (they go into every checkpoint, for load_agent)."""
@@ -148,7 +158,9 @@ class Run:
         """After one update: progress, loss means, and evaluation / checkpoint when due.
         `state()` builds the checkpoint payload (models, optimizers, extra) only when needed.
         With `snapshot` (A3C), evaluation runs in a background thread on the policy that
-        `snapshot()` freezes, so the caller's loop never waits for it."""
+        `snapshot()` freezes (it returns that policy's act function and its state), so the
+        caller's loop never waits for it."""
+        self._state, self.frames = state, frames
         if losses:
             self.updates += 1
             for k, v in losses.items():
@@ -165,11 +177,11 @@ class Run:
         self.poll_background_eval()
         if self._eval_every(frames) and self._eval_wanted(frames):
             if snapshot is None:
-                self.evaluate(frames, act)
+                self.evaluate(frames, act, state)
             else:
                 self.evaluate_in_background(frames, snapshot)
         if self._ckpt_every(frames):
-            self.save(frames, state())
+            self.save(frames, state(), periodic=True)
 
     def flush_losses(self, frames: int) -> None:
         if not self._loss_count:
@@ -183,12 +195,17 @@ class Run:
         self._last_loss_flush = time.monotonic()
 
     # ----------------------------------------------------------------- evaluation
-    def _play_eval(self, frames: int, act) -> tuple[list[float], list[int], Path | None]:
-        returns, lengths = self.evaluator.evaluate(act)
+    def _play_eval(
+        self, frames: int, act, cancelled
+    ) -> tuple[list[float], list[int], Path | None] | None:
+        """The evaluation's episodes and video; None if `cancelled()` turned true meanwhile."""
+        played = self.evaluator.evaluate(act, cancelled=cancelled)
+        if played is None:
+            return None
         video = None
         if self.cfg.video.enabled:
-            video = self.evaluator.video(act, f"eval_{frames:011d}")
-        return returns, lengths, video
+            video = self.evaluator.video(act, f"eval_{frames:011d}", cancelled=cancelled)
+        return (*played, video)
 
     def _eval_wanted(self, frames: int) -> bool:
         """eval.min_train_return: periodic evaluations wait for the training return to reach it."""
@@ -205,30 +222,37 @@ class Run:
             )
         return False
 
-    def _log_eval(self, frames: int, time_s: float, returns, lengths, video) -> dict:
-        """Log one evaluation of the policy as it was at `frames` / `time_s` (training clock)."""
+    def _log_eval(self, frames: int, time_s: float, returns, lengths, video, state) -> dict:
+        """Log one evaluation of the policy as it was at `frames` / `time_s` (training clock);
+        a new best mean return writes checkpoints/best.pt with that policy's `state()`."""
         metrics = self.tracker.evaluation(frames, returns, lengths)
+        mean = metrics["eval/return_mean"]
         self.tracker.message(
-            f"eval @ {frames:,} frames: return {metrics['eval/return_mean']:.2f} "
+            f"eval @ {frames:,} frames: return {mean:.2f} "
             f"± {metrics['eval/return_std']:.2f} over {len(returns)} episodes"
         )
         if video is not None:
             self.tracker.video(frames, video)
+        if self.best_eval is None or mean > self.best_eval:
+            self.best_eval = mean
+            self.save(frames, {**state(), "eval": metrics, "eval_time_s": time_s}, self.best_path)
         target = self.cfg.eval.target_return
-        if target is not None and self.solved is None and metrics["eval/return_mean"] >= target:
+        if target is not None and self.solved is None and mean >= target:
             self.solved = (frames, time_s)
             self.tracker.log(
                 frames, {"eval/target_frames": frames, "eval/target_minutes": time_s / 60}
             )
             self.tracker.message(
-                f"target reached: eval return {metrics['eval/return_mean']:.2f} >= {target:g} "
+                f"target reached: eval return {mean:.2f} >= {target:g} "
                 f"with the policy of {frames:,} frames, {time_s / 60:.1f} min of training; stopping"
             )
         return metrics
 
-    def evaluate(self, frames: int, act: Callable[[np.ndarray], np.ndarray]) -> dict:
+    def evaluate(self, frames: int, act: Callable[[np.ndarray], np.ndarray], state) -> dict | None:
+        """Evaluate now (a stop signal cancels it: None)."""
         time_s = self.tracker.elapsed_s
-        return self._log_eval(frames, time_s, *self._play_eval(frames, act))
+        played = self._play_eval(frames, act, lambda: bool(self.stop))
+        return None if played is None else self._log_eval(frames, time_s, *played, state)
 
     def evaluate_in_background(self, frames: int, snapshot) -> None:
         if self._eval_thread is not None and self._eval_thread.is_alive():
@@ -236,22 +260,27 @@ class Run:
                 f"eval @ {frames:,} frames skipped: the previous one is still running"
             )
             return
-        act, time_s = snapshot(), self.tracker.elapsed_s
+        (act, state), time_s = snapshot(), self.tracker.elapsed_s
 
         def job():
             try:
-                self._eval_result = (frames, time_s, *self._play_eval(frames, act))
+                played = self._play_eval(frames, act, self._eval_cancel.is_set)
+                self._eval_result = None if played is None else (frames, time_s, *played, state)
             except Exception as e:  # reported by the main thread
                 self._eval_result = e
 
+        self._eval_cancel.clear()
         self._eval_thread = threading.Thread(target=job, name="pixelrl-eval", daemon=True)
         self._eval_thread.start()
 
     def poll_background_eval(self, wait: bool = False) -> None:
-        """Log a finished background evaluation (from the main thread: W&B is not thread-safe)."""
+        """Log a finished background evaluation (from the main thread: W&B is not thread-safe).
+        `wait` after a stop signal cancels it instead: a stop must not wait for 10 games."""
         if self._eval_thread is None:
             return
         if wait:
+            if self.stop:
+                self._eval_cancel.set()
             self._eval_thread.join()
         if self._eval_thread.is_alive():
             return
@@ -262,7 +291,13 @@ class Run:
             self._log_eval(*result)
 
     # ----------------------------------------------------------------- checkpoints
-    def save(self, frames: int, state: dict[str, Any]) -> Path:
+    def save(
+        self, frames: int, state: dict[str, Any], path: Path | None = None, periodic: bool = False
+    ) -> Path | None:
+        """Write a checkpoint (default: last.pt). A failed periodic or best.pt write (disk full)
+        is reported once and training goes on (the previous file is intact; the next save tries
+        again); the final save raises TrainingError."""
+        path = path or self.checkpoint_path
         payload = {
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "frames": int(frames),
@@ -270,18 +305,51 @@ class Run:
             "time_s": float(self.tracker.elapsed_s),
             "rng": checkpoint.rng_state(),
             "spaces": self.spaces,
+            "best_eval": self.best_eval,
             **state,
         }
-        return checkpoint.save(self.checkpoint_path, payload)
+        try:
+            checkpoint.save(path, payload)
+        except OSError as e:
+            why = e.strerror or type(e).__name__
+            if not periodic and path == self.checkpoint_path:
+                raise TrainingError(
+                    f"checkpoint: could not write {path} ({why}); the previous one is kept"
+                ) from None
+            if not self._save_failed_said:
+                self._save_failed_said = True
+                self.tracker.message(
+                    f"checkpoint: could not write {path} ({why}); training goes on, the previous "
+                    "file is kept, and the next save tries again"
+                )
+            return None
+        if periodic:
+            checkpoint.keep_newest(path.parent, path, frames, self.cfg.checkpoint.keep)
+        return path
+
+    def save_after_fault(self, error: BaseException) -> Path | None:
+        """A checkpoint of the learner as it is after `error` ended the loop (a worker died; the
+        shared model is intact), marked with the fault. None if there is nothing to save."""
+        if self._state is None:
+            return None
+        try:
+            self.poll_background_eval(wait=False)
+        except Exception:
+            pass
+        try:
+            return self.save(self.frames, {**self._state(), "fault": str(error)})
+        except Exception:  # the fault may have taken the learner's state with it
+            return None
 
     def finish(self, frames: int, act, state: Callable[[], dict[str, Any]]) -> None:
         """End of training (normal or interrupted): flush, checkpoint, final evaluation."""
+        self._state, self.frames = state, frames
         self.flush_losses(frames)
         self.poll_background_eval(wait=True)
         path = self.save(frames, state())
         self.tracker.message(f"checkpoint: {path}")
         if not self.stop and self.solved is None and self.cfg.eval.final:
-            self.evaluate(frames, act)
+            self.evaluate(frames, act, state)
 
     def close(self) -> None:
         self.evaluator.close()

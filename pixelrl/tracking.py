@@ -1,25 +1,32 @@
-"""Run tracking: metrics.jsonl (always), Weights & Biases (offline by default), a progress bar.
+"""Run tracking: metrics.jsonl (always), Weights & Biases (offline by default), TensorBoard
+event files (`<run>/tb/`, logger.tensorboard), a progress bar.
 
 Metric names are grouped: `train/...`, `losses/...`, `eval/...`, `charts/...`. Every line of
 metrics.jsonl has `frames` (emulator frames so far) and `time_s` (training wall-clock seconds,
 continued across `resume=`). Each line is flushed when written, so a killed run keeps its log.
-A resumed run logs to the same W&B run id as the run it continues (kept in wandb/run_id).
+A resumed run logs to the same W&B run id as the run it continues (kept in wandb/run_id), and to
+the same TensorBoard stream: its first event purges the steps after the checkpoint's frame, so
+the frames played again are not shown twice.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
 import secrets
 import string
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from pixelrl.errors import ConfigError
 
 
 def _jsonable(value: Any) -> Any:
@@ -59,6 +66,7 @@ class Tracker:
         self._wandb = None
         self._bar = None
         self._start_frames = start_frames
+        self._write_failed_said = False
         if cfg.logger.progress and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -71,6 +79,9 @@ class Tracker:
                 smoothing=0.1,
             )
         self._quiet_progress = not cfg.logger.progress
+        self._tb = (
+            TensorBoard(self.run_dir / "tb", start_frames) if cfg.logger.tensorboard else None
+        )
         self._init_wandb(cfg, group, job_name)
 
     # ---------------------------------------------------------------- W&B
@@ -82,7 +93,20 @@ class Tracker:
         import wandb
 
         run_id = _wandb_run_id(self.run_dir / "wandb", resuming=self._start_frames > 0)
-        self._wandb = wandb.init(
+        try:
+            self._wandb = self._wandb_init(wandb, cfg, wcfg, run_id, group, job_name)
+        except Exception as e:  # no network, a rejected key, a W&B outage
+            if wcfg.mode != "online":
+                raise
+            raise ConfigError(
+                f"logger.wandb.mode=online: W&B did not start ({str(e).splitlines()[0][:160]}); "
+                "log offline (logger.wandb.mode=offline) and `wandb sync` later"
+            ) from None
+        self._wandb.define_metric("frames")
+        self._wandb.define_metric("*", step_metric="frames")
+
+    def _wandb_init(self, wandb, cfg, wcfg, run_id: str, group, job_name):
+        return wandb.init(
             id=run_id,
             resume="allow",  # online: continue the run; offline: a new folder with the same id
             mode=wcfg.mode,
@@ -93,11 +117,9 @@ class Tracker:
             name=wcfg.name or job_name,
             tags=list(wcfg.tags) or None,
             config=OmegaConf.to_container(cfg, resolve=True),
-            settings=wandb.Settings(console="off", x_disable_stats=True),
+            settings=wandb.Settings(console="off", x_disable_stats=True, init_timeout=60),
             reinit="finish_previous",
         )
-        self._wandb.define_metric("frames")
-        self._wandb.define_metric("*", step_metric="frames")
 
     @property
     def elapsed_s(self) -> float:
@@ -105,12 +127,27 @@ class Tracker:
 
     # ---------------------------------------------------------------- logging
     def log(self, frames: int, metrics: dict[str, Any]) -> None:
-        """One line in metrics.jsonl (and one W&B log) at `frames`."""
+        """One line in metrics.jsonl (and one W&B log) at `frames`. A full disk costs the rows it
+        cannot hold (said once), never the run."""
         row = {"frames": int(frames), "time_s": round(self.elapsed_s, 3)}
         row.update({k: _jsonable(v) for k, v in metrics.items()})
-        self._file.write(json.dumps(row) + "\n")
+        try:
+            self._file.write(json.dumps(row) + "\n")
+        except OSError as e:
+            if not self._write_failed_said:
+                self._write_failed_said = True
+                self.message(
+                    f"metrics.jsonl: could not write ({e.strerror or e}); rows are dropped until "
+                    "the disk has room again"
+                )
         if self._wandb is not None:
             self._wandb.log(row)
+        if self._tb is not None:
+            self._tb.add(row)
+            if self._tb.error is not None:  # its thread failed (a full disk): stop writing there
+                self.message(f"tb/: TensorBoard events stopped ({self._tb.error})")
+                self._tb.close()
+                self._tb = None
 
     def episode(
         self, frames: int, episode_return: float, episode_length: int, **extra: Any
@@ -195,6 +232,9 @@ class Tracker:
             self._bar = None
         if not self._file.closed:
             self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
@@ -212,6 +252,80 @@ def summarize_returns(returns: list[float], lengths: list[int] | None = None) ->
     if lengths:
         out["episode_length_mean"] = float(np.mean(lengths))
     return out
+
+
+class TensorBoard:
+    """Every scalar of every metrics row as TensorBoard events (x = frames), written by a thread
+    of its own: the training loop only appends the row (the event protos cost ~70 us a row).
+
+    A resumed run passes the checkpoint's frame: TensorBoard then drops the earlier files' events
+    after it (purge_step), as drop_rows_after drops those rows from metrics.jsonl."""
+
+    def __init__(self, log_dir: Path, start_frames: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = start_frames + 1 if start_frames > 0 else None
+        self._writer = SummaryWriter(str(log_dir), purge_step=purge, flush_secs=10)
+        self._rows: collections.deque = collections.deque()
+        self._closed = threading.Event()
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="pixelrl-tb", daemon=True)
+        self._thread.start()
+
+    def add(self, row: dict) -> None:
+        self._rows.append(row)
+
+    def _loop(self) -> None:
+        while not self._closed.wait(1.0):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        try:
+            while self._rows:
+                row = self._rows.popleft()
+                values = [
+                    Summary.Value(tag=k, simple_value=float(v))
+                    for k, v in row.items()
+                    if k not in ("frames", "time_s") and isinstance(v, (int, float))
+                ]
+                if values:
+                    self._writer.file_writer.add_summary(Summary(value=values), row["frames"])
+        except Exception as e:  # a full disk: reported by the tracker, from the main thread
+            self.error = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            self._rows.clear()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=30)
+        with contextlib.suppress(Exception):  # a full disk must not fail the close
+            self._writer.close()
+
+
+def check_wandb(mode: str) -> None:
+    """logger.wandb.mode=online without credentials: one line before anything starts."""
+    if mode == "online" and not wandb_credentials():
+        raise ConfigError(
+            "logger.wandb.mode=online needs W&B credentials: run `wandb login` or set "
+            "WANDB_API_KEY; or log offline (logger.wandb.mode=offline) and `wandb sync` later"
+        )
+
+
+def wandb_credentials() -> bool:
+    """Whether W&B can log in without asking: WANDB_API_KEY, an identity token file, or a netrc
+    entry for the W&B host (what `wandb login` writes)."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def _wandb_run_id(wandb_dir: Path, resuming: bool) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pixelrl.errors import TrainingError
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the main process decides what they do
 
 
 def exit_reason(code: int) -> str:
@@ -38,19 +39,53 @@ def exit_reason(code: int) -> str:
     return f"exit status {code}"
 
 
+START_METHOD_ENV = "PIXELRL_START_METHOD"  # fork | spawn | forkserver: overrides the choice
+
+
+def start_method(env_kind: str | None = None) -> str:
+    """How worker processes start: `fork` on Linux (fast: nothing is imported again), `spawn` on
+    macOS (forking a process that has used Apple's frameworks, MPS included, is unsafe) and for
+    dm_control (its rendering contexts do not survive a fork). $PIXELRL_START_METHOD overrides."""
+    chosen = os.environ.get(START_METHOD_ENV)
+    if chosen:
+        return chosen
+    if sys.platform == "darwin" or env_kind == "dmc" or not hasattr(os, "fork"):
+        return "spawn"
+    return "fork"
+
+
 def worker_setup(parent_pid: int, die_with_parent: bool = True) -> None:
     """First thing in a worker process: leave stop signals to the main process, and end when it
     ends (Linux: the kernel sends SIGKILL when the parent dies; elsewhere the worker's own loop
     notices `parent_alive(parent_pid)` turning false). `die_with_parent` must be False for a
     worker started from a thread other than the main one: the kernel ties the signal to the
     thread, so the worker would die when that thread ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # held while the worker was started: now dropped
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if die_with_parent and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if not parent_alive(parent_pid):  # it died before the kernel could be told
         os._exit(0)
+
+
+@contextlib.contextmanager
+def stop_signals_held():
+    """Start worker processes inside this: SIGINT and SIGTERM are blocked meanwhile, so a worker
+    is born with them blocked (a signal mask survives fork and exec) and a stop signal to the
+    group during a spawned worker's seconds of imports stays pending until worker_setup ignores
+    it, instead of ending the worker with a KeyboardInterrupt traceback. In the main process the
+    signals are held, not lost: they arrive as soon as the workers are started."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def started_in_main_thread() -> bool:
@@ -93,12 +128,13 @@ class WorkerGroup:
 
     def start(self, target: Callable, args: Sequence[tuple], name: str) -> None:
         """One process per entry of `args`: target(*args[rank])."""
-        for rank, worker_args in enumerate(args):
-            p = self.ctx.Process(
-                target=target, args=worker_args, name=f"{name}-{rank}", daemon=True
-            )
-            p.start()
-            self.procs.append(p)
+        with stop_signals_held():
+            for rank, worker_args in enumerate(args):
+                p = self.ctx.Process(
+                    target=target, args=worker_args, name=f"{name}-{rank}", daemon=True
+                )
+                p.start()
+                self.procs.append(p)
 
     def check(self) -> None:
         """Raise TrainingError if a worker has exited, with its own error message if it sent one."""

@@ -57,6 +57,33 @@ def last_json_line(text: str) -> dict:
 
 
 @pytest.fixture
+def main(tmp_path, monkeypatch):
+    """The CLI's entry point, `pixelrl.__main__.main()`, called in this process with `args` as
+    its argv (from tmp_path): (exit status, stdout, stderr). For input that must be refused
+    before anything runs, it skips a fresh interpreter's seconds of imports per case; one case
+    of each kind still goes through a real `python -m pixelrl` process (the `cli` fixture)."""
+    import contextlib
+    import io
+
+    from pixelrl.__main__ import main as entry
+
+    monkeypatch.chdir(tmp_path)
+
+    def _run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "argv", ["pixelrl", *args])
+        code = 0
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                entry()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return code, out.getvalue(), err.getvalue()
+
+    return _run
+
+
+@pytest.fixture
 def cli(tmp_path):
     def _run(*args, **kwargs):
         return run_cli(*args, cwd=tmp_path, **kwargs)
@@ -104,14 +131,6 @@ def wait_for_rows(log, min_bytes=3000, timeout=90):
     while time.time() < deadline and not (log.exists() and log.stat().st_size > min_bytes):
         time.sleep(0.2)
     assert log.exists(), "training never started"
-
-
-def worker_processes(pid):
-    return [
-        c
-        for c in psutil.Process(pid).children(recursive=True)
-        if "resource_tracker" not in " ".join(c.cmdline())
-    ]
 
 
 def pytest_collection_modifyitems(config, items):

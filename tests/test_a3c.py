@@ -1,21 +1,12 @@
 """A3C's process machinery: shared optimizer state, faults, graceful stops, resume."""
 
-import signal
-import subprocess
-import sys
-import time
-
-import psutil
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pixelrl import checkpoint
 from pixelrl.errors import TrainingError
 from pixelrl.optim import SharedAdam, SharedRMSprop
 from pixelrl.workers import WorkerGroup
-
-from .conftest import FAST, metrics, wait_for_rows, worker_processes
 
 
 def _one_step(opt, grad_value):
@@ -57,68 +48,7 @@ def test_shared_adam_late_worker_does_not_take_an_oversized_first_step():
     assert change < 3e-3
 
 
-def _spawn_a3c(popen_cli, *extra):
-    return popen_cli(
-        "algo=a3c",
-        "env=Catch",
-        "algo.num_workers=2",
-        "total_frames=100000000",
-        "eval.every_frames=0",
-        "checkpoint.every_frames=0",
-        *FAST,
-        *extra,
-    )
-
-
-def test_killed_worker_ends_the_run_fast_without_orphans(tmp_path, popen_cli):
-    proc = _spawn_a3c(popen_cli, "hydra.run.dir=run")
-    wait_for_rows(tmp_path / "run" / "metrics.jsonl")
-    children = psutil.Process(proc.pid).children(recursive=True)
-    workers = worker_processes(proc.pid)
-    assert len(workers) >= 2
-    workers[0].kill()
-    start = time.time()
-    _, err = proc.communicate(timeout=30)
-    assert time.time() - start < 10
-    assert proc.returncode == 1
-    assert "a3c worker" in err and "died" in err and "SIGKILL" in err
-    assert "Traceback" not in err
-    time.sleep(1)
-    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"orphans left: {alive}"
-
-
-def test_sigterm_writes_a_checkpoint_that_resume_continues(tmp_path, popen_cli):
-    proc = _spawn_a3c(popen_cli, "hydra.run.dir=run")
-    log = tmp_path / "run" / "metrics.jsonl"
-    wait_for_rows(log)
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGTERM)
-    start = time.time()
-    _, err = proc.communicate(timeout=30)
-    assert time.time() - start < 10
-    assert proc.returncode == 143, err
-    payload = checkpoint.load(tmp_path / "run")
-    stopped_at = payload["frames"]
-    assert stopped_at > 0 and int(payload["optimizers"]["policy"]["steps"]) > 0
-    time.sleep(1)
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    n_rows = len(metrics(tmp_path / "run"))
-    resumed = subprocess.run(
-        [sys.executable, "-m", "pixelrl", "resume=run", f"total_frames={stopped_at + 5000}", *FAST],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    payload2 = checkpoint.load(tmp_path / "run")
-    assert payload2["frames"] >= stopped_at + 5000
-    assert int(payload2["optimizers"]["policy"]["steps"]) > int(
-        payload["optimizers"]["policy"]["steps"]
-    )
-    new_rows = metrics(tmp_path / "run")[n_rows:]
-    assert new_rows and min(r["frames"] for r in new_rows) >= stopped_at
+# Stops, killed workers and resumes of A3C runs: tests/test_faults.py.
 
 
 def test_worker_error_is_reported_with_its_message():

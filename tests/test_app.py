@@ -91,3 +91,17 @@ def test_resume_keeps_the_runs_own_settings_unless_named():
     assert cfg.checkpoint.every_frames == trained.checkpoint.every_frames
     watch = config_from_checkpoint(payload, cli_cfg, overrides, "load")
     assert watch.eval.every_frames == cli_cfg.eval.every_frames != 5_000_000
+
+
+def test_a_resumed_run_goes_online_only_when_its_command_line_says_so():
+    from pixelrl.app import config_from_checkpoint
+
+    trained = compose_config(["algo=actor_critic", "env=Catch"], check=False)
+    trained.logger.wandb.mode = "online"  # trained online, somewhere with credentials
+    payload = {"config": OmegaConf.to_container(trained, resolve=True)}
+    plain = ["resume=somewhere"]
+    cfg = config_from_checkpoint(payload, compose_config(plain, check=False), plain, "resume")
+    assert cfg.logger.wandb.mode == "offline"
+    online = ["resume=somewhere", "logger.wandb.mode=online"]
+    cfg = config_from_checkpoint(payload, compose_config(online, check=False), online, "resume")
+    assert cfg.logger.wandb.mode == "online"

@@ -2,6 +2,8 @@
 several envs, the memory check and checkpoints, all against a reference replay of the same steps."""
 
 import io
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -238,3 +240,54 @@ def test_frames_on_the_gpu_are_not_counted_against_ram():
     for where in ({}, {"storage": "cuda", "checkpointed": True}):  # a checkpoint copies to RAM
         with pytest.raises(ConfigError, match="needs 0.02 GiB of RAM for the replay buffer"):
             ReplayBuffer(1000, (9, 84, 84), 3, 1, available_bytes=2**20, **where)
+
+
+def test_the_ram_check_respects_a_cgroup_limit(monkeypatch):
+    """A container's or SLURM job's memory limit is what the buffer may use, not the machine's."""
+    from pixelrl import device
+
+    monkeypatch.setattr(device, "_cgroup_memory_left", lambda: 300 << 20)
+    assert device.available_memory_bytes() == 300 << 20
+    with pytest.raises(ConfigError, match="only 0.29 GiB is available"):
+        ReplayBuffer(100_000, (9, 84, 84), 3, 1)
+    ReplayBuffer(10_000, (9, 84, 84), 3, 1)  # 0.2 GiB fits
+
+
+_RESUME_RSS = """
+import resource, sys
+import numpy as np, psutil
+from pixelrl import checkpoint
+from pixelrl.buffers import ReplayBuffer
+path, capacity = sys.argv[1], int(sys.argv[2])
+shape = (9, 64, 64)
+if sys.argv[3] == "save":
+    b = ReplayBuffer(capacity, shape, 3, 1)
+    pool = np.random.default_rng(0).integers(0, 256, (8, 1, *shape), dtype=np.uint8)
+    for t in range(capacity - 10):
+        b.add(pool[t % 8], np.zeros((1, 1), np.float32), [0.0], pool[(t + 1) % 8], [False], [t % 100 == 99])
+    config = {"algo": {"name": "ddpg"}, "env": {"name": "dmc"}}
+    checkpoint.save(path, {"config": config, "frames": 1, "models": {}, "replay": b.state_dict()})
+else:
+    base = psutil.Process().memory_info().rss
+    b = ReplayBuffer(capacity, shape, 3, 1)
+    payload = checkpoint.load(path)
+    b.load_state_dict(payload.pop("replay"))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print((peak - base) / (capacity * 3 * 64 * 64))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB, madvise")
+def test_resuming_a_saved_replay_buffer_does_not_hold_it_twice(tmp_path):
+    """checkpoint.include_replay: the checkpoint is read memory-mapped and its pages are let go
+    chunk by chunk as the frames are copied in, so peak memory stays near one buffer (loading
+    it whole first would need two)."""
+    path, capacity = str(tmp_path / "last.pt"), 20_000  # 0.23 GiB of frames
+    run = [sys.executable, "-c", _RESUME_RSS, path, str(capacity)]
+    subprocess.run([*run, "save"], check=True, timeout=300)
+    peak = float(
+        subprocess.run(
+            [*run, "load"], check=True, timeout=300, capture_output=True, text=True
+        ).stdout
+    )
+    assert 0.9 < peak < 1.4, f"peak RSS {peak:.2f} x the frames while resuming"

@@ -160,11 +160,11 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,expected", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_reinforce_input(cli, args, expected):
-    proc = cli(*args, *FAST, timeout=60)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and expected in lines[0], proc.stderr
+def test_bad_reinforce_input(main, args, expected):
+    code, _, err = main(*args, *FAST)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], err
 
 
 @pytest.mark.parametrize("mode", ["episode", "none"])

@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pixelrl.checkpoint import learner_state, restore_learner
-from pixelrl.device import use_bf16
+from pixelrl.device import check_process_count, use_bf16
 from pixelrl.envs import EVAL, TRAIN, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
@@ -31,6 +31,13 @@ from pixelrl.run import Run, seed_everything
 from pixelrl.workers import WorkerGroup, parent_alive, report_errors, worker_setup
 
 TRACK_WEIGHT_CHANGE_EVERY = 25  # updates between measurements of the largest weight change
+WORKER_BYTES = 400 << 20  # a spawned worker imports torch and holds its envs: ~0.3-0.4 GiB
+WORKERS_PER_CPU = 4
+
+
+def check(cfg) -> None:
+    """A3C's keys that the schema cannot judge alone: how many processes this machine holds."""
+    check_process_count("algo.num_workers", cfg.algo.num_workers, WORKER_BYTES, WORKERS_PER_CPU)
 
 
 def make_policy(cfg, obs_space, action_space) -> ActorCritic:
@@ -51,7 +58,7 @@ class Learner:
         obs, _ = self.envs.reset(seed=cfg.seed + rank * a.num_envs)
         self.obs = torch.as_tensor(obs)
         self.frames_per_update = a.n_steps * a.num_envs * self.envs.frames_per_step
-        self.bf16 = use_bf16(a.precision, torch.device("cpu"))
+        self.bf16 = use_bf16(a.precision, torch.device("cpu"), cfg.model.trunk != "mlp")
         self.schedule = LinearLR(a, cfg.total_frames)
         self.updates = 0
 
@@ -124,9 +131,11 @@ def train(run: Run) -> None:
     eval_device = run.device
 
     def snapshot():
+        """The shared model as it is now: its act function and its state (for best.pt)."""
         frozen = make_policy(cfg, obs_space, act_space)
         frozen.load_state_dict(shared.state_dict())
-        return act_fn(frozen.to(eval_device).eval(), eval_device)
+        weights = learner_state({"policy": frozen}, {})
+        return act_fn(frozen.to(eval_device).eval(), eval_device), lambda: weights
 
     def state():
         return learner_state({"policy": shared}, {"policy": optimizer})
@@ -184,4 +193,4 @@ def train(run: Run) -> None:
             run.step_done(frames, msg["metrics"], None, state, snapshot=snapshot)
     finally:
         group.stop()
-    run.finish(frames, snapshot(), state)
+    run.finish(frames, snapshot()[0], state)

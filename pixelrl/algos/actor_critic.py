@@ -38,7 +38,7 @@ def train(run: Run) -> None:
 
     frames_per_step = envs.frames_per_step * a.num_envs
     act = act_fn(net, device)
-    bf16 = use_bf16(a.precision, device)
+    bf16 = use_bf16(a.precision, device, convolutional=cfg.model.trunk != "mlp")
 
     def state():
         return learner_state({"policy": net}, {"policy": optimizer})

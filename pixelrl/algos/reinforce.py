@@ -20,6 +20,7 @@ import torch
 
 from pixelrl import episode_workers
 from pixelrl.checkpoint import learner_state, restore_learner
+from pixelrl.device import check_process_count
 from pixelrl.episodes import BatchedEpisodes
 from pixelrl.errors import ConfigError
 from pixelrl.evaluate import act_fn
@@ -48,6 +49,8 @@ def check(cfg) -> None:
             f"algo.num_envs={a.num_envs} must be <= algo.batch_episodes={a.batch_episodes}: "
             "every episode of a batch is played by the same policy"
         )
+    if episode_workers.wanted(cfg):  # one process per env
+        check_process_count("algo.num_envs", a.num_envs, episode_workers.WORKER_BYTES, 8)
 
 
 def uses_running_mean(a) -> bool:
@@ -176,7 +179,9 @@ def _train(run: Run, source, net) -> None:
     while not run.done(frames):
         optimizer.zero_grad(set_to_none=True)
         batch.update(episodes=0, reward_sum=0.0, returns_sum=0.0, steps=0)
-        totals = source.play(net, running_mean, on_episode)
+        totals = source.play(net, running_mean, on_episode, stop=lambda: bool(run.stop))
+        if totals is None:  # stopped inside the batch: no update from part of one
+            break
         metrics = {k: v / totals["batch_steps"] for k, v in totals.items() if k != "batch_steps"}
         metrics["batch_steps"] = totals["batch_steps"]
         metrics.update(clip_gradients(net.parameters(), a.max_grad_norm))

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from pixelrl.envs import atari, toy
 from pixelrl.envs.wrappers import EpisodeSignals, VectorActionSubset
+from pixelrl.workers import start_method
 
 toy.register()
 
@@ -34,6 +35,17 @@ def check(env_cfg: DictConfig) -> None:
         from pixelrl.envs import control
 
         control.check(env_cfg)
+
+
+def num_actions(env_cfg: DictConfig) -> int | None:
+    """How many discrete actions the configured env offers (None: continuous actions)."""
+    if env_cfg.kind == "atari":
+        if env_cfg.action_set:
+            return len(env_cfg.action_set)
+        return 18 if env_cfg.full_action_space else atari.num_actions(env_cfg.game)
+    if env_cfg.kind == "toy":
+        return toy.Catch.NUM_ACTIONS
+    return None
 
 
 def single_env_fn(env_cfg: DictConfig, render: bool = False):
@@ -117,14 +129,13 @@ def make_vector_env(
         if backend == "sync":
             venv = gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
         elif backend == "async":
-            ctx = "spawn" if env_cfg.kind == "dmc" else None
             venv = gym.vector.AsyncVectorEnv(
-                fns, context=ctx, autoreset_mode=AutoresetMode.SAME_STEP
+                fns, context=start_method(env_cfg.kind), autoreset_mode=AutoresetMode.SAME_STEP
             )
         elif backend == "procs":
             from pixelrl.envs.vector import ProcVectorEnv
 
-            venv = ProcVectorEnv(fns, num_procs=num_threads or None, spawn=env_cfg.kind == "dmc")
+            venv = ProcVectorEnv(fns, num_threads or None, start_method(env_cfg.kind))
         else:
             raise ValueError(f"env.backend={backend!r} has no vector env")
     train = mode == TRAIN

@@ -82,11 +82,31 @@ def check(env_cfg: DictConfig) -> None:
                 f"env.frame_skip_range={r} needs env.preprocess=karpathy (Pong-v0's random skip); "
                 "the standard recipe repeats each action env.frame_skip times"
             )
+    if env_cfg.action_set:
+        n = 18 if env_cfg.full_action_space else num_actions(env_cfg.game)
+        chosen = list(env_cfg.action_set)
+        if any(not 0 <= a < n for a in chosen) or len(set(chosen)) != len(chosen):
+            raise ConfigError(
+                f"env.action_set={chosen} must list distinct actions of {env_cfg.game}'s "
+                f"{'full' if env_cfg.full_action_space else 'minimal'} action set, 0..{n - 1}"
+            )
     if env_cfg.backend == "ale_vector" and env_cfg.preprocess == "karpathy":
         raise ConfigError(
             "env.backend=ale_vector cannot do env.preprocess=karpathy; "
             "use env.backend=procs (or sync)"
         )
+
+
+@functools.cache
+def num_actions(game: str) -> int:
+    """The size of a game's minimal action set (what env.action_set indexes)."""
+    import ale_py
+    from ale_py import roms
+
+    _quiet_ale()
+    ale = ale_py.ALEInterface()
+    ale.loadROM(roms.get_rom_path(game))
+    return len(ale.getMinimalActionSet())
 
 
 def _ale_env(env_cfg: DictConfig, obs_type: str, frameskip, render: bool) -> gym.Env:

@@ -13,6 +13,7 @@ channel per frame.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import cv2
@@ -102,11 +103,32 @@ def check(env_cfg) -> None:
                 f"choose one of: {', '.join(tasks)}"
             )
     elif env_cfg.id not in GYM_IDS.values() and env_cfg.id != "Reach":
+        known = ", ".join([*GYM_IDS.values(), "Reach"])
         if env_cfg.id not in gym.registry:
-            raise ConfigError(
-                f"env.id={env_cfg.id!r} is not a known env; "
-                f"use one of: {', '.join([*GYM_IDS.values(), 'Reach'])}"
-            )
+            raise ConfigError(f"env.id={env_cfg.id!r} is not a known env; use one of: {known}")
+        _check_pixel_control(env_cfg.id, known)
+
+
+@functools.cache
+def _check_pixel_control(env_id: str, known: str) -> None:
+    """Another registered gymnasium env must have continuous actions and RGB frames as its
+    observation (the recipe resizes and stacks them); one env is made to look."""
+    try:
+        env = gym.make(env_id)
+    except Exception as e:  # a missing dependency, a broken registration
+        raise ConfigError(f"env.id={env_id!r} cannot be made: {str(e).splitlines()[0]}") from None
+    act, obs = env.action_space, env.observation_space
+    env.close()
+    if not isinstance(act, gym.spaces.Box):
+        raise ConfigError(
+            f"env.id={env_id!r} has {type(act).__name__} actions; the control envs need "
+            f"continuous (Box) actions: use one of: {known}"
+        )
+    if not (len(obs.shape or ()) == 3 and obs.shape[2] == 3 and obs.dtype == np.uint8):
+        raise ConfigError(
+            f"env.id={env_id!r} observes {obs.shape} {obs.dtype}, not RGB frames (H, W, 3) uint8; "
+            f"use one of: {known}"
+        )
 
 
 class DMCPixels(gym.Env):

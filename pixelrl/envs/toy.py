@@ -18,6 +18,7 @@ import numpy as np
 
 class Catch(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    NUM_ACTIONS = 3  # left, stay, right
 
     def __init__(
         self, rows: int = 10, cols: int = 5, scale: int = 2, render_mode: str | None = None
@@ -25,7 +26,7 @@ class Catch(gym.Env):
         self.rows, self.cols, self.scale = rows, cols, scale
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Box(0, 255, (1, rows * scale, cols * scale), np.uint8)
-        self.action_space = gym.spaces.Discrete(3)
+        self.action_space = gym.spaces.Discrete(self.NUM_ACTIONS)
         self._ball = (0, 0)
         self._paddle = cols // 2
 

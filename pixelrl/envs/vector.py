@@ -21,8 +21,16 @@ from multiprocessing.connection import wait as wait_connections
 import gymnasium as gym
 import numpy as np
 
+from pixelrl.errors import TrainingError
 from pixelrl.shm import SharedArray
-from pixelrl.workers import parent_alive, started_in_main_thread, worker_setup
+from pixelrl.workers import (
+    exit_reason,
+    parent_alive,
+    start_method,
+    started_in_main_thread,
+    stop_signals_held,
+    worker_setup,
+)
 
 PARENT_CHECK_S = 1.0  # an idle env worker looks this often whether the main process is alive
 
@@ -85,10 +93,10 @@ def _worker(conn, env_fns, first: int, specs: dict, parent_pid: int, main_thread
 class ProcVectorEnv(gym.vector.VectorEnv):
     """Same-step autoreset vector env over `num_procs` processes, each stepping a block of envs."""
 
-    def __init__(self, env_fns, num_procs: int | None = None, spawn: bool = False):
+    def __init__(self, env_fns, num_procs: int | None = None, start: str | None = None):
         self.num_envs = len(env_fns)
         num_procs = max(1, min(num_procs or os.cpu_count() or 1, self.num_envs))
-        ctx = mp.get_context("spawn" if spawn else "fork")
+        ctx = mp.get_context(start or start_method())
         blocks = np.array_split(np.arange(self.num_envs), num_procs)
         self.blocks = [np.asarray(b) for b in blocks]
         probe_parent, probe_child = ctx.Pipe()
@@ -97,10 +105,15 @@ class ProcVectorEnv(gym.vector.VectorEnv):
         # Workers are started after the shared arrays exist, so spaces are probed up front.
         probe = ctx.Process(target=_probe_spaces, args=(probe_child, env_fns[0]), daemon=True)
         probe.start()
-        msg = probe_parent.recv()
+        probe_child.close()  # the probe's death is then an EOF here, not a wait forever
+        try:
+            msg = probe_parent.recv()
+        except EOFError:
+            probe.join(timeout=5)
+            msg = ("error", f"the env probe process died ({exit_reason(probe.exitcode or 0)})")
         probe.join()
         if msg[0] == "error":
-            raise RuntimeError(msg[1])
+            raise TrainingError(f"env worker failed: {msg[1].splitlines()[0]}")
         _, obs_space, act_space = msg
         self.single_observation_space = obs_space
         self.single_action_space = act_space
@@ -122,34 +135,50 @@ class ProcVectorEnv(gym.vector.VectorEnv):
         self._buf["active"].array[:] = True
         specs = {k: v.spec for k, v in self._buf.items()}
         here = (os.getpid(), started_in_main_thread())
-        for block in blocks:
-            parent, child = ctx.Pipe()
-            fns = [env_fns[i] for i in block]
-            args = (child, fns, int(block[0]), specs, *here)
-            p = ctx.Process(target=_worker, args=args, daemon=True)
-            p.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(p)
+        with stop_signals_held():
+            for block in blocks:
+                parent, child = ctx.Pipe()
+                fns = [env_fns[i] for i in block]
+                args = (child, fns, int(block[0]), specs, *here)
+                p = ctx.Process(target=_worker, args=args, daemon=True)
+                p.start()
+                child.close()
+                self._conns.append(parent)
+                self._procs.append(p)
         for conn in self._conns:
             self._expect(conn, "spaces")
         self._closed = False
         self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
+    def _dead(self, conn) -> TrainingError:
+        block = self._conns.index(conn) if conn in self._conns else "?"
+        code = None
+        if block != "?":
+            self._procs[block].join(timeout=1.0)
+            code = self._procs[block].exitcode
+        why = exit_reason(code) if code is not None else "gone"
+        return TrainingError(f"env worker process {block} died ({why})")
+
+    def _send(self, conn, message) -> None:
+        try:
+            conn.send(message)
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._dead(conn) from None
+
     def _expect(self, conn, kind: str):
         try:
             msg = conn.recv()
-        except EOFError:
-            raise RuntimeError("an env worker process died (see its error above)") from None
+        except (EOFError, ConnectionResetError):
+            raise self._dead(conn) from None
         if msg[0] == "error":
-            raise RuntimeError(f"env worker failed: {msg[1]}")
+            raise TrainingError(f"env worker failed: {msg[1].splitlines()[0]}")
         if msg[0] != kind:
             raise RuntimeError(f"env worker protocol error: expected {kind}, got {msg[0]}")
         return msg
 
     def _broadcast(self, cmd, arg=None):
         for conn in self._conns:
-            conn.send((cmd, arg))
+            self._send(conn, (cmd, arg))
         return [self._expect(conn, "ok")[1] for conn in self._conns]
 
     def reset(self, *, seed=None, options=None):
@@ -161,7 +190,7 @@ class ProcVectorEnv(gym.vector.VectorEnv):
             seeds = list(seed)
         blocks = np.array_split(np.arange(self.num_envs), len(self._conns))
         for conn, block in zip(self._conns, blocks):
-            conn.send(("reset", [seeds[i] for i in block]))
+            self._send(conn, ("reset", [seeds[i] for i in block]))
         for conn in self._conns:
             self._expect(conn, "ok")
         b = self._buf
@@ -195,7 +224,7 @@ class ProcVectorEnv(gym.vector.VectorEnv):
         b = self._buf
         b["actions"].array[idx] = actions
         b["active"].array[idx] = True if active is None else active
-        self._conns[block].send(("step", None))
+        self._send(self._conns[block], ("step", None))
 
     def wait_any_block(self, pending: set[int]) -> tuple[int, tuple]:
         """Wait until one of the `pending` blocks has stepped; returns (block, (obs, reward,

@@ -1,0 +1,66 @@
+"""What a result was measured on: the CPU, the accelerator, the software and the commit.
+
+Benchmarks put it beside every figure, and every run dir keeps it in run_info.json, so that a
+number can always be traced to its machine and code.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), and whether it has AMX tiles."""
+    name = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+        if " amx_tile" in text:
+            name += " (AMX)"
+    except OSError:
+        pass
+    return name
+
+
+def commit() -> str | None:
+    """The code's git commit, `+uncommitted` when the work tree differs (None outside git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        # figures measured on uncommitted code must not be credited to the commit
+        if head and git("status", "--porcelain", "--untracked-files=no"):
+            head += "+uncommitted"
+        return head or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(device: str) -> dict:
+    import torch
+
+    info = {
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    head = commit()
+    if head:
+        info["commit"] = head
+    return info
