@@ -10,11 +10,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
-EXTRAS ?= box2d
-DEV_EXTRAS ?= dev,box2d,dmc
+EXTRAS ?= box2d,sweep
+DEV_EXTRAS ?= dev,box2d,dmc,sweep
 ARGS ?=
 
-.PHONY: help install install-dev train test test-fast lint bench plot clean
+.PHONY: help install install-dev browser train test test-fast lint bench plot clean
 
 help:
 	@echo "make train   - install into $(VENV) and train the default agent (python -m pixelrl $(ARGS))"
@@ -35,7 +35,19 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)" || $(PIP) install --quiet "torch>=2.4"
 	$(PIP) install --quiet -e ".[$(DEV_EXTRAS)]"
+	$(MAKE) --no-print-directory browser
 	touch $(VENV)/.installed $@
+
+# The report page's test drives a real browser: Debian's chromium and its driver (the test
+# skips, saying why, where neither is present and this cannot install them: not root, no apt).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			echo "installing chromium and chromium-driver (apt-get) for the report page's test"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				chromium chromium-driver >/dev/null) || echo "chromium: apt-get failed"; \
+		else echo "chromium: not installed (the browser test will skip)"; fi; \
+	fi
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev

@@ -44,14 +44,23 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("args,expected", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_is_one_clear_line(cli, args, expected):
-    proc = cli(*args, *FAST, timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
+def test_bad_input_is_one_clear_line(main, args, expected):
+    code, _, err = main(*args, *FAST)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
     assert lines[0].startswith("pixelrl: error: ")
     assert expected in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
+
+
+def test_bad_input_from_a_real_process(cli):
+    """The same through `python -m pixelrl`: exit status 2 and one line on stderr, nothing else."""
+    proc = cli("algo.psi=xyz", *FAST, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "pixelrl: error: algo.psi='xyz' is not allowed; choose one of: td, q, advantage, gae\n"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -382,3 +391,86 @@ def test_resume_and_load_a_checkpoint_older_than_the_newest_config_keys(cli, tmp
     assert max(r["frames"] for r in metrics(tmp_path / "old")) >= 4000
     proc = cli("mode=eval", "load=old", "eval.episodes=2", *FAST, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
+def test_best_checkpoint_holds_the_best_evaluation_and_loads(cli, tmp_path, algo):
+    """checkpoints/best.pt: the policy of the best evaluation so far (A3C: the snapshot it
+    evaluated, not the weights it has by the time the evaluation ends), with its figures."""
+    cli(
+        f"algo={algo}",
+        "env=Catch",
+        "total_frames=24000",
+        "eval.every_frames=4000",
+        "eval.episodes=20",
+        "checkpoint.every_frames=4000",
+        "checkpoint.keep=3",
+        *FAST,
+        "hydra.run.dir=run",
+        check=True,
+        timeout=300,
+    )
+    evals = [r for r in metrics(tmp_path / "run") if "eval/return_mean" in r]
+    best = checkpoint.load(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert best["eval"]["eval/return_mean"] == max(r["eval/return_mean"] for r in evals)
+    assert best["frames"] == next(
+        r["frames"] for r in evals if r["eval/return_mean"] == best["eval"]["eval/return_mean"]
+    )
+    proc = cli(
+        "mode=eval", "load=run/checkpoints/best.pt", "eval.episodes=5", *FAST, "hydra.run.dir=ev"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert pixelrl.load_agent(tmp_path / "run" / "checkpoints" / "best.pt").act(
+        np.zeros((1, 1, 20, 10), np.uint8)
+    ).shape == (1,)
+    assert checkpoint.load(tmp_path / "run")["frames"] >= 24000  # load=RUN is still last.pt
+    periodic = sorted((tmp_path / "run" / "checkpoints").glob("frames_*.pt"))
+    assert len(periodic) == 3  # checkpoint.keep=3
+
+
+def test_an_optuna_study_scores_each_trial_with_its_evaluation(cli, tmp_path):
+    """hydra/sweeper=optuna_study: every job returns the mean return of its final evaluation,
+    the study maximizes it, and its result names the best trial's value."""
+    import yaml
+
+    proc = cli(
+        "-m",
+        "hydra/sweeper=optuna_study",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=1",
+        "algo=actor_critic",
+        "env=Catch",
+        "total_frames=2000",
+        "eval.episodes=20",
+        "algo.lr=tag(log, interval(1e-4, 3e-3))",
+        *FAST,
+        "hydra.sweep.dir=study",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    finals = []
+    for job in sorted(p for p in (tmp_path / "study").iterdir() if p.is_dir()):
+        evals = [r["eval/return_mean"] for r in metrics(job) if "eval/return_mean" in r]
+        finals.append(evals[-1])
+    assert len(finals) == 3
+    result = yaml.safe_load((tmp_path / "study" / "optimization_results.yaml").read_text())
+    assert result["best_value"] == pytest.approx(max(finals))
+    assert set(result["best_params"]) == {"algo.lr"}
+
+
+def test_a_failed_job_in_a_sweep_is_one_line_and_the_others_still_run(cli, tmp_path):
+    proc = cli(
+        "-m",
+        "algo=actor_critic",
+        "env=Catch",
+        "algo.n_steps=0,5",
+        "total_frames=1000",
+        *FAST,
+        "hydra.sweep.dir=sw",
+    )
+    assert proc.returncode == 0, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("pixelrl: error:")]
+    assert len(errors) == 1 and "job 0 (algo.n_steps=0" in errors[0] and "out of range" in errors[0]
+    assert metrics(
+        tmp_path / "sw" / "1_algo.n_steps=5,algo=actor_critic,env=Catch,total_frames=1000"
+    )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pixelrl.plot import find_runs, group_runs, load_run, make_figure, smooth
+from pixelrl.plot import aggregate, find_runs, group_runs, iqm, load_run, make_figure, smooth
 
 
 def fake_run(path, lr, seed, slope):
@@ -109,7 +109,7 @@ def test_running_reward_against_episodes(tmp_path):
     assert line.get_ydata()[-1] == pytest.approx(running)  # not smoothed again
     assert ax.collections[0].get_offsets()[0].tolist() == [1020, -10.0]
     assert "running reward" in ax.get_ylabel()
-    with pytest.raises(ValueError, match="y='loss' is not allowed"):
+    with pytest.raises(ValueError, match="y='loss': no run logged it; metrics in these runs: eval"):
         make_figure([run], y="loss")
 
 
@@ -155,3 +155,50 @@ def test_keys_added_later_take_their_default(tmp_path):
     assert sorted(len(g.runs) for g in groups) == [1, 2]
     labels = sorted(g.label for g in groups)
     assert labels == ["ddpg Pong pre_tanh_l2=0.0 (2 seeds)", "ddpg Pong pre_tanh_l2=0.001"]
+
+
+def test_any_metric_one_panel_each(sweep):
+    fig, groups = make_figure([sweep], x="frames", y="eval/return_mean,train/fps")
+    assert [ax.get_title() for ax in fig.axes] == ["eval/return_mean", "train/fps"]
+    ev, fps = fig.axes
+    assert len(ev.get_lines()) == 2 and len(ev.collections) == 2  # a mean line + band per config
+    steeper = max(ev.get_lines(), key=lambda line: line.get_ydata()[-1])
+    assert "lr=0.0003" in steeper.get_label()
+    # eval/return_mean is logged at frames 1k, 26k, 51k, 76k: the last point is slope * 75
+    assert steeper.get_ydata()[-1] == pytest.approx(0.2 * 75)
+    assert max(fps.get_lines()[0].get_ydata()) == pytest.approx(300 + 90)
+
+
+def test_group_run_draws_every_seed_on_its_own(sweep):
+    fig, groups = make_figure([sweep], y="eval/return_mean", group="run")
+    assert len(groups) == 4 and len(fig.axes[0].get_lines()) == 4
+    assert sorted(g.label.split()[-1] for g in groups) == ["seed=1", "seed=1", "seed=2", "seed=2"]
+    assert not fig.axes[0].collections  # no band around a single run
+
+
+def test_iqm_band_and_its_need_for_three_runs(sweep, tmp_path):
+    # the interquartile mean drops the outer quarter on each side: an outlier run moves it little
+    ys = np.array([[0.0], [1.0], [2.0], [3.0], [100.0]])
+    assert iqm(ys)[0] == pytest.approx(2.0)
+    center, low, high = aggregate(ys, "iqm")
+    assert low[0] <= center[0] <= high[0] and high[0] < 100
+    mean, lo, hi = aggregate(ys, "mean")
+    assert mean[0] == pytest.approx(21.2) and hi[0] - mean[0] == pytest.approx(ys.std())
+    with pytest.raises(ValueError, match="agg=iqm needs 3\\+ runs per group"):
+        make_figure([sweep], agg="iqm")
+    for seed in (3, 4, 5):  # three seeds of one config
+        fake_run(tmp_path / "three" / f"s{seed}", 1e-4, seed, slope=0.1)
+    fig, groups = make_figure([tmp_path / "three"], agg="iqm", y="eval/return_mean")
+    assert len(groups) == 1 and len(groups[0].runs) == 3
+    assert len(fig.axes[0].collections) == 1  # the bootstrap band
+
+
+def test_unknown_metric_or_option_is_one_line(sweep):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelrl.plot", str(sweep), "y=losses/nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "y='losses/nope': no run logged it" in proc.stderr
