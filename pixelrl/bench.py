@@ -13,13 +13,19 @@ Results are also written as JSON (default: bench_results/bench_<time>.json).
 `which=replay_memory` is DDPG's replay buffer instead: `replay_frames` frames of 3x84x84 (stack 3,
 rebuilt at sample time) filled in a fresh process, its RSS growth and peak as ratios to the raw
 frame bytes, and the time of one sample of 256 3-step transitions.
+
+`which=pong_solve` is a time-to-solve benchmark over seeds instead (pixelrl/solve_bench.py):
+
+    python -m pixelrl.bench which=pong_solve [seeds=1,2,3,4,5] [minutes=60] [raw_seconds=30]
+                            [args="algo.n_steps=20 ..."] [out=FILE.json]
+
+Each seed's run dir is kept beside the JSON; an `out=` file that already holds results of the same
+benchmark keeps its other seeds (run seeds one call at a time, gather them in one file).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import signal
 import subprocess
 import sys
@@ -29,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pixelrl.machine import machine_info
+from pixelrl.solve_bench import SOLVES
 
 
 @dataclass
@@ -60,6 +69,14 @@ BENCHES = {
         "a3c_pong_fp32",
         "a3c_pong with algo.precision=fp32 (what algo.precision=auto gains on bf16 hardware)",
         ["algo=a3c", "env=Pong", "algo.precision=fp32"],
+        ["env=Pong"],
+        16,
+        gpu=False,
+    ),
+    "a3c_pong_bf16": Bench(
+        "a3c_pong_bf16",
+        "a3c_pong with algo.precision=bf16 (the bf16 trunk forced, where auto would not take it)",
+        ["algo=a3c", "env=Pong", "algo.precision=bf16"],
         ["env=Pong"],
         16,
         gpu=False,
@@ -167,35 +184,6 @@ DEFAULT = [
 ]
 
 
-def machine_info(device: str) -> dict:
-    import torch
-
-    info = {
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": device,
-    }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
-        ).stdout.strip()
-
-    try:
-        info["commit"] = git("rev-parse", "--short", "HEAD")
-        # figures measured on uncommitted code must not be credited to the commit
-        if info["commit"] and git("status", "--porcelain", "--untracked-files=no"):
-            info["commit"] += "+uncommitted"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
 def raw_env_speed(overrides: list[str], num_envs: int, seconds: float) -> dict:
     """The preprocessed env with random actions: agent steps/s and emulator frames/s."""
     from pixelrl import compose_config
@@ -262,9 +250,10 @@ def raw_env_speed_processes(overrides: list[str], num_procs: int, seconds: float
 
     from pixelrl import compose_config
     from pixelrl.envs import frames_per_step, single_env_fn
+    from pixelrl.workers import start_method
 
     cfg = compose_config(overrides)
-    ctx = mp.get_context("spawn" if cfg.env.kind == "dmc" else "fork")
+    ctx = mp.get_context(start_method(cfg.env.kind))
     start, results = ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(target=_step_own_env, args=(single_env_fn(cfg.env), seconds, start, results))
@@ -463,6 +452,57 @@ def format_result(r: dict, unit: str) -> str:
     return line
 
 
+def solve_main(name: str, opts: dict) -> int:
+    """which=pong_solve: the time-to-solve benchmark over seeds (pixelrl/solve_bench.py)."""
+    from pixelrl import solve_bench
+
+    minutes = _option(opts, "minutes", float, lambda v: v > 0, "a positive number")
+    raw_seconds = _option(opts, "raw_seconds", float, lambda v: v > 0, "a positive number")
+    try:
+        seeds = [int(s) for s in opts["seeds"].split(",") if s]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds):
+        print(
+            f"pixelrl.bench: error: seeds={opts['seeds']!r} must list seeds >= 0", file=sys.stderr
+        )
+        return 2
+    if minutes is None or raw_seconds is None:
+        return 2
+    out = Path(opts["out"] or f"bench_results/{name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    earlier = None
+    if out.is_file():
+        try:
+            old = json.loads(out.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("name") != name:
+            print(
+                f"pixelrl.bench: error: {out} holds other results; use another out=",
+                file=sys.stderr,
+            )
+            return 2
+        earlier = old["seeds"]
+    info = machine_info("cpu")
+    print(
+        f"pixelrl.bench | {info['cpu']} | {info['cpus']} CPUs | torch {info['torch']} | commit {info.get('commit', '?')}"
+    )
+    try:
+        result = solve_bench.run(
+            name, seeds, minutes, raw_seconds, opts["args"], out.with_suffix(""), earlier
+        )
+    except RuntimeError as e:
+        print(f"pixelrl.bench: error: {e}", file=sys.stderr)
+        return 1
+    for r in result["seeds"]:
+        if r["seed"] in seeds:  # this call's seeds: earlier ones keep their own machine
+            r.update(commit=info.get("commit"), cpu=info["cpu"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": info, **result}, indent=1))
+    print(f"results: {out}")
+    return 0
+
+
 def _option(opts: dict, key: str, cast, ok, what: str):
     """opts[key] as `cast`, or None after one error line when it is not `what`."""
     try:
@@ -488,26 +528,36 @@ def main(argv: list[str] | None = None) -> int:
         "device": "cpu",
         "out": "",
         "replay_frames": "100000",
+        # time-to-solve benchmarks (which=pong_solve)
+        "seeds": "1,2,3,4,5",
+        "minutes": "60",
+        "raw_seconds": "30",
+        "args": "",
     }
     for a in argv:
         key, sep, value = a.partition("=")
         if not sep or key not in opts:
             print(
                 f"pixelrl.bench: error: unknown argument {a!r}; "
-                "use which=, seconds=, device=, out=, replay_frames=",
+                f"use {', '.join(k + '=' for k in opts)}",
                 file=sys.stderr,
             )
             return 2
         opts[key] = value
     names = [n for n in opts["which"].split(",") if n]
-    unknown = [n for n in names if n not in BENCHES and n != MEMORY]
+    unknown = [n for n in names if n not in BENCHES and n != MEMORY and n not in SOLVES]
     if unknown:
         print(
             f"pixelrl.bench: error: unknown benchmark {unknown[0]!r}; "
-            f"choose from: {', '.join([*BENCHES, MEMORY])}",
+            f"choose from: {', '.join([*BENCHES, MEMORY, *SOLVES])}",
             file=sys.stderr,
         )
         return 2
+    if any(n in SOLVES for n in names):
+        if len(names) > 1:
+            print("pixelrl.bench: error: a time-to-solve benchmark runs alone", file=sys.stderr)
+            return 2
+        return solve_main(names[0], opts)
     seconds = _option(opts, "seconds", float, lambda v: v > 0, "a positive number")
     replay_frames = _option(opts, "replay_frames", int, lambda v: v >= 1000, "an integer >= 1000")
     if seconds is None or replay_frames is None:

@@ -3,6 +3,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def test_bench_catch_prints_ratio_and_json(tmp_path):
@@ -60,3 +63,57 @@ def test_bench_replay_memory_reports_ratios(tmp_path):
     assert r["frames"] == 3000 and r["raw_frame_bytes"] == 3000 * 3 * 84 * 84
     assert r["transitions"] == 3000 - 3000 // 125  # one extra slot per finished episode
     assert r["growth_ratio"] > 0 and r["sample_256_ms"] > 0
+
+
+def test_a_time_to_solve_benchmark_over_seeds_reports_each_and_merges_calls(tmp_path):
+    """which=catch_solve: the machinery of which=pong_solve on a toy that solves in seconds."""
+    out = tmp_path / "solve.json"
+
+    def bench(seeds: str):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pixelrl.bench",
+                "which=catch_solve",
+                f"seeds={seeds}",
+                "minutes=3",
+                "raw_seconds=2",
+                f"out={out}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+
+    # an earlier call's file, with seed 1: a call for seed 2 adds its seed to it
+    earlier = {
+        "name": "catch_solve",
+        "seeds": [
+            {
+                "seed": 1,
+                "solved": False,
+                "fps": 1.0,
+                "raw_fps": 2.0,
+                "ratio": 0.5,
+                "solve_cost": None,
+            }
+        ],
+    }
+    out.write_text(json.dumps(earlier))
+    proc = bench("2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert [r["seed"] for r in data["seeds"]] == [1, 2] and data["machine"]["cpu"]
+    assert data["seeds"][0] == earlier["seeds"][0]
+    for r in data["seeds"][1:]:
+        if r["solved"]:
+            assert r["eval_sticky_0"] >= 0.6  # a real greedy evaluation reached the target
+            assert r["solve_cost"] == pytest.approx(r["minutes"] * 60 * r["raw_fps"])
+            assert r["frames"] <= r["trained_frames"]
+        assert r["ratio"] == pytest.approx(r["fps"] / r["raw_fps"])
+        assert (Path(r["run_dir"]) / "metrics.jsonl").is_file()  # kept, for pixelrl.plot
+    s = data["summary"]
+    assert s["seeds"] == 2 and s["solved"] == sum(r["solved"] for r in data["seeds"])
+    assert "catch_solve:" in proc.stdout and "solve cost median" in proc.stdout

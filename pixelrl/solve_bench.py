@@ -1,0 +1,267 @@
+"""Time-to-solve benchmarks over seeds: `python -m pixelrl.bench which=pong_solve seeds=1,2,3,4,5`.
+
+For each seed, one after the other:
+  1. the raw env's speed (the training env's settings, random actions) for `raw_seconds`;
+  2. the real training command with `eval.target_return`, capped at `minutes` (then stopped with
+     Ctrl-C): it stops itself at the first greedy evaluation (eval.episodes >= 10 games) whose
+     mean return reaches the target; evaluations wait until the training return is close
+     (eval.min_train_return), so they cost the run little;
+  3. the final policy evaluated again with sticky actions 0.25 (Atari), a robustness check.
+Per seed it reports minutes and frames to the solve (the evaluated policy's own clock, as
+`eval/target_minutes` measures it), training frames/s, and the machine-independent **solve cost**
+= seconds to solve x the raw env's frames/s: frames to solve / (training frames/s / raw frames/s).
+Then the median, the worst and the number solved. Each seed's run dir is kept, so that
+`python -m pixelrl.plot <out dir> group=run y=eval/return_mean x=minutes` draws its curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SolveBench:
+    name: str
+    what: str
+    args: list[str]  # the training command's overrides (the product's default command)
+    raw_args: list[str]  # what defines the raw env
+    raw_envs: int  # envs stepped in the raw-env measurement
+    target: float
+    min_train_return: float | None
+    every_frames: int
+    robustness: list[str]  # overrides of the extra evaluation after the solve ([]: none)
+
+
+SOLVES = {
+    "pong_solve": SolveBench(
+        "pong_solve",
+        "A3C on Pong, the default command, to a greedy eval >= 18 (10 games, sticky actions 0)",
+        ["algo=a3c", "env=Pong"],
+        ["env=Pong"],
+        16,
+        target=18.0,
+        min_train_return=10.0,
+        every_frames=1_000_000,
+        robustness=["env.sticky_actions=0.25"],
+    ),
+    # the same machinery on a toy that solves in seconds (its test)
+    "catch_solve": SolveBench(
+        "catch_solve",
+        "A2C on Catch to a greedy eval >= 0.6 (tests the benchmark itself)",
+        ["algo=actor_critic", "env=Catch"],
+        ["env=Catch"],
+        16,
+        target=0.6,
+        min_train_return=0.0,
+        every_frames=10_000,
+        robustness=[],
+    ),
+}
+EVAL_EPISODES = 10
+
+
+def _cli(args: list[str], cwd: Path, timeout: float | None = None, cap_s: float | None = None):
+    """Run `python -m pixelrl <args>`; after `cap_s` it gets a Ctrl-C (it then saves and ends)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pixelrl", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=cap_s or timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
+def _last_json(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        if line.strip().startswith("{"):
+            return json.loads(line)
+    return None
+
+
+def run_seed(
+    b: SolveBench, seed: int, minutes: float, raw_seconds: float, extra: list[str], out_dir: Path
+) -> dict:
+    from pixelrl.bench import raw_env_speed
+    from pixelrl.tracking import read_metrics
+
+    raw = raw_env_speed([*b.raw_args, *extra_env(extra)], b.raw_envs, raw_seconds)
+    run_dir = out_dir / f"seed_{seed}"
+    args = [
+        *b.args,
+        *extra,
+        f"seed={seed}",
+        f"eval.target_return={b.target}",
+        f"eval.every_frames={b.every_frames}",
+        f"eval.episodes={EVAL_EPISODES}",
+        f"eval.num_envs={EVAL_EPISODES}",  # the 10 games at once: one batched forward pass
+        "video.enabled=false",
+        "logger.wandb.mode=disabled",
+        "logger.progress=false",
+        "logger.fps_every_s=10",
+        f"hydra.run.dir={run_dir}",
+    ]
+    if b.min_train_return is not None:
+        args.append(f"eval.min_train_return={b.min_train_return}")
+    started = time.monotonic()
+    code, _, err = _cli(args, out_dir, cap_s=minutes * 60)
+    wall_s = time.monotonic() - started
+    if code not in (0, 130):
+        raise RuntimeError(f"seed {seed}: training failed ({code}): {err.strip()[-400:]}")
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    solved_row = next((r for r in rows if "eval/target_minutes" in r), None)
+    evals = [r for r in rows if r.get("eval/return_mean") is not None]
+    last = rows[-1]
+    fps = last["frames"] / max(1e-9, last["time_s"])
+    result = {
+        "seed": seed,
+        "solved": solved_row is not None,
+        "minutes": solved_row["eval/target_minutes"] if solved_row else None,
+        "frames": solved_row["eval/target_frames"] if solved_row else None,
+        "fps": fps,
+        "raw_fps": raw["frames_per_s"],
+        "ratio": fps / raw["frames_per_s"],
+        "solve_cost": (solved_row["eval/target_minutes"] * 60 * raw["frames_per_s"])
+        if solved_row
+        else None,
+        "eval_sticky_0": evals[-1]["eval/return_mean"] if solved_row else None,
+        "evals": [(r["frames"], round(r["time_s"] / 60, 2), r["eval/return_mean"]) for r in evals],
+        "trained_frames": last["frames"],
+        "trained_minutes": last["time_s"] / 60,
+        "wall_minutes": wall_s / 60,
+        "run_dir": str(run_dir),
+    }
+    if b.robustness and solved_row:
+        best = run_dir / "checkpoints" / "best.pt"
+        load = best if best.is_file() else run_dir
+        code, out, err = _cli(
+            [
+                "mode=eval",
+                f"load={load}",
+                *b.robustness,
+                f"eval.episodes={EVAL_EPISODES}",
+                f"eval.num_envs={EVAL_EPISODES}",
+                "logger.wandb.mode=disabled",
+                f"hydra.run.dir={run_dir}/eval_{'_'.join(b.robustness).replace('=', '-')}",
+            ],
+            out_dir,
+            timeout=3600,
+        )
+        score = _last_json(out) if code == 0 else None
+        if score is None:
+            raise RuntimeError(f"seed {seed}: robustness evaluation failed: {err.strip()[-400:]}")
+        result["eval_sticky_025"] = score["return_mean"]
+        result["robustness"] = {"overrides": b.robustness, "checkpoint": str(load), **score}
+    return result
+
+
+def extra_env(extra: list[str]) -> list[str]:
+    """The extra overrides that change the env itself (they change the raw env too)."""
+    return [o for o in extra if o.startswith("env.")]
+
+
+def summarize(results: list[dict]) -> dict:
+    costs = [r["solve_cost"] if r["solved"] else math.inf for r in results]
+    solved = [r for r in results if r["solved"]]
+    out = {
+        "seeds": len(results),
+        "solved": len(solved),
+        "median_solve_cost": float(np.median(costs)) if results else None,
+        "worst_solve_cost": max(costs) if results else None,
+        "median_ratio": float(np.median([r["ratio"] for r in results])) if results else None,
+    }
+    if solved:
+        out["median_minutes"] = float(np.median([r["minutes"] for r in solved]))
+        out["median_frames"] = float(np.median([r["frames"] for r in solved]))
+    return out
+
+
+def _m(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "not solved" if math.isinf(x) else f"{x / 1e6:.1f}M"
+
+
+def format_seed(r: dict) -> str:
+    head = f"  seed {r['seed']}: "
+    rate = f"{r['fps']:,.0f} frames/s = {r['ratio']:.2f} x raw ({r['raw_fps']:,.0f})"
+    if not r["solved"]:
+        return (
+            head
+            + f"not solved in {r['trained_minutes']:.1f} min ({_m(r['trained_frames'])} frames) | {rate}"
+        )
+    line = (
+        head
+        + f"solved at {r['minutes']:.1f} min, {_m(r['frames'])} frames (eval {r['eval_sticky_0']:.1f})"
+        + f" | {rate} | solve cost {_m(r['solve_cost'])}"
+    )
+    if "eval_sticky_025" in r:
+        line += f" | sticky 0.25: {r['eval_sticky_025']:.1f}"
+    return line
+
+
+def format_summary(name: str, s: dict) -> str:
+    line = (
+        f"{name}: {s['solved']}/{s['seeds']} solved | solve cost median {_m(s['median_solve_cost'])}, "
+        f"worst {_m(s['worst_solve_cost'])} | throughput median {s['median_ratio']:.2f} x raw"
+    )
+    if "median_minutes" in s:
+        line += f" | median {s['median_minutes']:.1f} min, {_m(s['median_frames'])} frames"
+    return line
+
+
+def run(
+    name: str,
+    seeds: list[int],
+    minutes: float,
+    raw_seconds: float,
+    extra: str,
+    out_dir: Path,
+    earlier: list[dict] | None = None,
+) -> dict:
+    """Every seed in turn; `earlier` seeds' results (a previous call's JSON) are kept unless a
+    seed is run again."""
+    b = SOLVES[name]
+    extra_args = shlex.split(extra)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"{name}: {b.what}; cap {minutes:g} min per seed; runs in {out_dir}", flush=True)
+    if extra_args:
+        print(f"  extra overrides: {' '.join(extra_args)}", flush=True)
+    results = [r for r in earlier or [] if r["seed"] not in seeds]
+    for seed in seeds:
+        r = run_seed(b, seed, minutes, raw_seconds, extra_args, out_dir)
+        results.append(r)
+        print(format_seed(r), flush=True)
+    results.sort(key=lambda r: r["seed"])
+    summary = summarize(results)
+    print(format_summary(name, summary), flush=True)
+    command = "python -m pixelrl " + " ".join([*b.args, *extra_args])
+    return {
+        "name": name,
+        "what": b.what,
+        "command": command,
+        "target": b.target,
+        "cap_minutes": minutes,
+        "extra": extra_args,
+        "seeds": results,
+        "summary": summary,
+    }
