@@ -101,7 +101,7 @@ def _last_json(text: str) -> dict | None:
 def run_seed(
     b: SolveBench, seed: int, minutes: float, raw_seconds: float, extra: list[str], out_dir: Path
 ) -> dict:
-    from pixelrl.bench import raw_env_speed
+    from pixelrl.raw_speed import raw_env_speed
     from pixelrl.tracking import read_metrics
 
     raw = raw_env_speed([*b.raw_args, *extra_env(extra)], b.raw_envs, raw_seconds)
@@ -242,6 +242,7 @@ def run(
     seed is run again."""
     b = SOLVES[name]
     extra_args = shlex.split(extra)
+    out_dir = Path(out_dir).resolve()  # the runs' cwd is out_dir: every path in it absolute
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"{name}: {b.what}; cap {minutes:g} min per seed; runs in {out_dir}", flush=True)
     if extra_args:
