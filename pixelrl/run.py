@@ -348,7 +348,8 @@ class Run:
         self.poll_background_eval(wait=True)
         path = self.save(frames, state())
         self.tracker.message(f"checkpoint: {path}")
-        if not self.stop and self.solved is None and self.cfg.eval.final:
+        evaluated = self.tracker.last_eval_frames == frames  # a periodic one just did
+        if not self.stop and self.solved is None and self.cfg.eval.final and not evaluated:
             self.evaluate(frames, act, state)
 
     def close(self) -> None:

@@ -63,6 +63,7 @@ class Tracker:
         self.frames = start_frames
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=20)
         self.last_eval: float | None = None
+        self.last_eval_frames: int | None = None
         self._wandb = None
         self._bar = None
         self._start_frames = start_frames
@@ -175,6 +176,7 @@ class Tracker:
         self, frames: int, returns: list[float], lengths: list[int] | None = None
     ) -> dict:
         metrics = {f"eval/{k}": v for k, v in summarize_returns(returns, lengths).items()}
+        self.last_eval_frames = int(frames)
         self.last_eval = metrics["eval/return_mean"]
         self.log(frames, metrics)
         return metrics
