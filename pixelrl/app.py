@@ -36,6 +36,11 @@ def check_config(cfg: DictConfig) -> None:
     algo = algos.get(cfg.algo.name)
     if hasattr(algo, "check"):
         algo.check(cfg)
+    if cfg.eval.sticky_actions is not None and "sticky_actions" not in cfg.env:
+        raise ConfigError(
+            f"eval.sticky_actions is for Atari envs (repeat_action_probability); "
+            f"env={cfg.env.name} has no sticky actions: leave it null"
+        )
     if cfg.model.policy_head == "sigmoid" and cfg.algo.name != "ddpg":
         n = envs.num_actions(cfg.env)
         if n != 2:

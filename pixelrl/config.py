@@ -76,6 +76,9 @@ class EvalConfig:
     # skip periodic evaluations while the mean return of the last 20 training episodes is below
     # this (null: always evaluate); cheap early training, frequent evaluations near the target
     min_train_return: float | None = None
+    # Atari: the evaluation env's repeat_action_probability (null: env.sticky_actions); e.g. train
+    # with env.sticky_actions=0.25 and still score the solve at 0.0, or the reverse
+    sticky_actions: float | None = bounded(None, le=1.0)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from pixelrl.envs import EVAL, make_vector_env
 from pixelrl.video import VideoRecorder
@@ -84,11 +85,20 @@ def record(
     return recorder.save(), total, steps
 
 
+def eval_env_config(cfg):
+    """The env config evaluations play: cfg.env, with eval.sticky_actions where it is set."""
+    sticky = cfg.eval.get("sticky_actions")
+    if sticky is None:
+        return cfg.env
+    return OmegaConf.merge(cfg.env, {"sticky_actions": float(sticky)})
+
+
 class Evaluator:
     """Owns the eval env and the video env (built once, reused at every evaluation)."""
 
     def __init__(self, cfg, run_dir: Path):
         self.cfg = cfg
+        self.env_cfg = eval_env_config(cfg)
         self.video_dir = Path(run_dir) / "videos"
         self._env = None
         self._video_env = None
@@ -99,7 +109,7 @@ class Evaluator:
         episodes = episodes or self.cfg.eval.episodes
         if self._env is None:
             n = max(1, min(self.cfg.eval.num_envs, episodes))
-            self._env = make_vector_env(self.cfg.env, n, mode=EVAL)
+            self._env = make_vector_env(self.env_cfg, n, mode=EVAL)
         return play(act, self._env, episodes, self.cfg.seed + EVAL_SEED_OFFSET, cancelled)
 
     def video(
@@ -114,7 +124,7 @@ class Evaluator:
 
     def _record(self, act, name, seed_offset, max_steps, cancelled=_never):
         if self._video_env is None:
-            self._video_env = make_vector_env(self.cfg.env, 1, mode=EVAL, render=True)
+            self._video_env = make_vector_env(self.env_cfg, 1, mode=EVAL, render=True)
         fps = self.cfg.video.fps or self._video_env.video_fps
         seed = self.cfg.seed + EVAL_SEED_OFFSET + seed_offset
         path = self.video_dir / f"{name}.mp4"

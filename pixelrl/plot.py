@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         key, sep, value = a.partition("=")
         if sep and key in opts:
             opts[key] = value
-        elif sep:
+        elif sep and not Path(a).exists():  # sweep job dirs have '=' in their names
             print(
                 f"pixelrl.plot: error: unknown option {key!r}; use {', '.join(k + '=' for k in opts)}",
                 file=sys.stderr,

@@ -195,7 +195,7 @@ def _sweep_section(summaries: list[RunSummary], groups: list[plot.Group], page_d
     for g in groups:
         for r in g.runs:
             s = by_path[r.path]
-            rel = Path(os.path.relpath(s.path, page_dir)).as_posix()
+            rel = _run_name(s.path, page_dir)
             cells = [f"<td class='l'><a href='#{_esc(rel)}'>{_esc(rel)}</a></td>"]
             cells += [f"<td class='l'>{_esc(g.config.get(k))}</td>" for k in keys]
             values = [
@@ -262,8 +262,14 @@ def _sweep_section(summaries: list[RunSummary], groups: list[plot.Group], page_d
     return "\n".join(out)
 
 
+def _run_name(path: Path, page_dir: Path) -> str:
+    """A run's name on the page: its path from the page (its folder's name when the page is in it)."""
+    rel = Path(os.path.relpath(path, page_dir)).as_posix()
+    return Path(path).resolve().name if rel == "." else rel
+
+
 def _run_section(s: RunSummary, page_dir: Path) -> str:
-    rel = Path(os.path.relpath(s.path, page_dir)).as_posix()
+    rel = _run_name(s.path, page_dir)
     overrides, sessions = s.command()
     out = [f"<section class='run' id='{_esc(rel)}'><h2>{_esc(rel)}</h2>"]
     for session in sessions:
@@ -347,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         key, sep, value = a.partition("=")
         if sep and key == "out":
             out = Path(value)
-        elif sep:
+        elif sep and not Path(a).exists():  # sweep job dirs have '=' in their names
             print(f"pixelrl.report: error: unknown option {key!r}; use out=", file=sys.stderr)
             return 2
         else:

@@ -23,6 +23,9 @@ from pixelrl.errors import ConfigError
             ["env.frame_skip_range=[2,4]"],
             "env.frame_skip_range=[2, 4] needs env.preprocess=karpathy",
         ),
+        # the app's cross checks
+        (["env=Catch", "eval.sticky_actions=0.25"], "eval.sticky_actions is for Atari envs"),
+        (["eval.sticky_actions=1.5"], "eval.sticky_actions=1.5 is out of range"),
         # the algorithm's (REINFORCE, DDPG)
         (["algo=reinforce", "algo.num_envs=12"], "algo.num_envs=12 must be <= algo.batch_episodes"),
         (

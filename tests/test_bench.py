@@ -117,3 +117,18 @@ def test_a_time_to_solve_benchmark_over_seeds_reports_each_and_merges_calls(tmp_
     s = data["summary"]
     assert s["seeds"] == 2 and s["solved"] == sum(r["solved"] for r in data["seeds"])
     assert "catch_solve:" in proc.stdout and "solve cost median" in proc.stdout
+
+
+@pytest.mark.parametrize("extra", [[], ["env.sticky_actions=0.25"]])
+def test_pong_solve_scores_the_solve_at_sticky_0_and_the_robustness_check_at_025(extra):
+    """The commands pong_solve runs are valid configs, and its evaluations play the sticky
+    actions they claim whatever the training uses."""
+    from pixelrl.app import compose_config
+    from pixelrl.evaluate import eval_env_config
+    from pixelrl.solve_bench import SOLVES
+
+    b = SOLVES["pong_solve"]
+    train = compose_config([*b.args, *extra, *b.eval_args])
+    assert eval_env_config(train).sticky_actions == 0.0
+    robust = compose_config([*b.args, *extra, *b.eval_args, *b.robustness])
+    assert eval_env_config(robust).sticky_actions == 0.25

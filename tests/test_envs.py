@@ -110,6 +110,26 @@ def test_eval_mode_has_no_training_signals():
     env.close()
 
 
+@pytest.mark.parametrize("eval_sticky", [None, 1.0])
+def test_eval_sticky_actions_sets_the_evaluation_envs_own(eval_sticky):
+    """eval.sticky_actions=1.0 repeats the first action forever: two different action sequences
+    give the same frames; unset (env.sticky_actions=0 here) the agent's actions take effect."""
+    from pixelrl.evaluate import eval_env_config
+
+    extra = [] if eval_sticky is None else [f"eval.sticky_actions={eval_sticky}"]
+    cfg = pixelrl.compose_config(["algo=a3c", "env=Pong", *extra])
+    env = make_vector_env(eval_env_config(cfg), 1, mode=EVAL)
+    finals = []
+    for action in (2, 3):  # Pong: RIGHT moves the paddle up, LEFT down
+        obs, _ = env.reset(seed=3)
+        for _ in range(30):
+            obs, *_ = env.step(np.array([action]))
+        finals.append(obs)
+    env.close()
+    assert cfg.env.sticky_actions == 0.0  # training keeps its own
+    assert np.array_equal(finals[0], finals[1]) == (eval_sticky == 1.0)
+
+
 @pytest.mark.parametrize("backend", ["sync", "ale_vector"])
 def test_action_set_maps_agent_action_i_to_the_ith_listed_ale_action(backend):
     """env.action_set=[2, 3] (pg-pong's UP, DOWN): agent action 0 must play Pong's action 2 and

@@ -202,3 +202,12 @@ def test_unknown_metric_or_option_is_one_line(sweep):
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "y='losses/nope': no run logged it" in proc.stderr
+
+
+def test_job_dirs_with_equals_signs_are_paths_not_options(sweep, tmp_path, capsys):
+    from pixelrl import plot
+
+    jobs = sorted(str(p) for p in sweep.iterdir())[:2]  # "0_lr=0.0001,seed=1", ...
+    assert plot.main([*jobs, f"out={tmp_path / 'two.png'}"]) == 0
+    assert "1 configuration(s), 2 run(s)" in capsys.readouterr().out
+    assert plot.main([str(tmp_path / "no=such_run")]) == 2  # neither a path nor an option

@@ -69,6 +69,20 @@ def test_the_sweep_table_and_groups(sweep):
     assert "psi=td (2 seeds)" in groups and "psi=advantage (2 seeds)" in groups
 
 
+def test_a_page_inside_its_run_names_the_run(sweep):
+    run = sorted(p for p in sweep.parent.iterdir() if p.is_dir())[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "pixelrl.report", str(run), f"out={run}/report.html"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    page = (run / "report.html").read_text()
+    assert f"<h2>{run.name}</h2>" in page.replace("&#x27;", "'") and "<h2>.</h2>" not in page
+    assert 'src="videos/' in page or "data:video/" in page  # its videos, relative to the page
+
+
 def test_a_missing_path_is_one_line(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pixelrl.report", str(tmp_path / "nope")],
