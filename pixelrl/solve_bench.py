@@ -183,14 +183,19 @@ def extra_env(extra: list[str]) -> list[str]:
     return [o for o in extra if o.startswith("env.")]
 
 
+def _finite(x: float) -> float | None:
+    return None if math.isinf(x) else x
+
+
 def summarize(results: list[dict]) -> dict:
     costs = [r["solve_cost"] if r["solved"] else math.inf for r in results]
     solved = [r for r in results if r["solved"]]
     out = {
         "seeds": len(results),
         "solved": len(solved),
-        "median_solve_cost": float(np.median(costs)) if results else None,
-        "worst_solve_cost": max(costs) if results else None,
+        # null where an unsolved seed decides it (JSON has no infinity)
+        "median_solve_cost": _finite(float(np.median(costs))) if results else None,
+        "worst_solve_cost": _finite(max(costs)) if results else None,
         "median_ratio": float(np.median([r["ratio"] for r in results])) if results else None,
     }
     if solved:
@@ -203,6 +208,10 @@ def _m(x: float | None) -> str:
     if x is None:
         return "-"
     return "not solved" if math.isinf(x) else f"{x / 1e6:.1f}M"
+
+
+def _cost(x: float | None) -> str:
+    return "not solved" if x is None else _m(x)
 
 
 def format_seed(r: dict) -> str:
@@ -225,8 +234,8 @@ def format_seed(r: dict) -> str:
 
 def format_summary(name: str, s: dict) -> str:
     line = (
-        f"{name}: {s['solved']}/{s['seeds']} solved | solve cost median {_m(s['median_solve_cost'])}, "
-        f"worst {_m(s['worst_solve_cost'])} | throughput median {s['median_ratio']:.2f} x raw"
+        f"{name}: {s['solved']}/{s['seeds']} solved | solve cost median {_cost(s['median_solve_cost'])}, "
+        f"worst {_cost(s['worst_solve_cost'])} | throughput median {s['median_ratio']:.2f} x raw"
     )
     if "median_minutes" in s:
         line += f" | median {s['median_minutes']:.1f} min, {_m(s['median_frames'])} frames"

@@ -116,6 +116,8 @@ def test_a_time_to_solve_benchmark_over_seeds_reports_each_and_merges_calls(tmp_
         assert (Path(r["run_dir"]) / "metrics.jsonl").is_file()  # kept, for pixelrl.plot
     s = data["summary"]
     assert s["seeds"] == 2 and s["solved"] == sum(r["solved"] for r in data["seeds"])
+    # seed 1 never solved: it decides the worst cost, written as null (strict JSON)
+    assert s["worst_solve_cost"] is None and "Infinity" not in out.read_text()
     assert "catch_solve:" in proc.stdout and "solve cost median" in proc.stdout
 
 
