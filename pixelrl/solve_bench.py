@@ -207,7 +207,7 @@ def summarize(results: list[dict]) -> dict:
 def _m(x: float | None) -> str:
     if x is None:
         return "-"
-    return "not solved" if math.isinf(x) else f"{x / 1e6:.1f}M"
+    return f"{x / 1e6:.1f}M"
 
 
 def _cost(x: float | None) -> str:
