@@ -76,6 +76,10 @@ class EvalConfig:
     # skip periodic evaluations while the mean return of the last 20 training episodes is below
     # this (null: always evaluate); cheap early training, frequent evaluations near the target
     min_train_return: float | None = None
+    # the best return one episode can reach in a game whose points conceded are final (Pong: 21;
+    # null: unknown). With target_return, a periodic evaluation stops as soon as its mean can no
+    # longer reach the target (logged as eval/return_bound, not as a mean): failed tries cost little
+    max_return: float | None = None
     # Atari: the evaluation env's repeat_action_probability (null: env.sticky_actions); e.g. train
     # with env.sticky_actions=0.25 and still score the solve at 0.0, or the reverse
     sticky_actions: float | None = bounded(None, le=1.0)

@@ -4,6 +4,7 @@ life, no reward clipping) and record mp4s from a rendering copy of the env."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,28 +33,70 @@ def _never() -> bool:
     return False
 
 
+@dataclass
+class GaveUp:
+    """An evaluation stopped once its mean return could no longer reach the target."""
+
+    bound: float  # the highest mean return still possible when it stopped
+    episodes: int  # episodes finished by then
+    steps: int  # agent steps played (per env copy)
+
+
+@dataclass
+class Hopeless:
+    """When an evaluation may stop early: its mean return must reach `target`, one episode's return
+    is at most `max_return`, and every negative reward is final (Pong: a point conceded can't be
+    won back, so an episode that has conceded k points ends at most max_return - k)."""
+
+    target: float
+    max_return: float
+
+    def bound(self, returns: list[float], running_loss, left: np.ndarray) -> float:
+        """The highest mean still possible: finished returns, each unfinished episode at most
+        max_return minus what it has conceded, each episode not started at most max_return."""
+        unfinished = left > 0
+        best = sum(returns) + float(np.sum(self.max_return + running_loss[unfinished]))
+        best += float(np.sum(left[unfinished] - 1)) * self.max_return
+        return best / max(1, len(returns) + int(np.sum(left)))
+
+
 def play(
-    act: ActFn, env, episodes: int, seed: int | None, cancelled: Callable[[], bool] = _never
-) -> tuple[list[float], list[int]] | None:
+    act: ActFn,
+    env,
+    episodes: int,
+    seed: int | None,
+    cancelled: Callable[[], bool] = _never,
+    hopeless: Hopeless | None = None,
+) -> tuple[list[float], list[int]] | GaveUp | None:
     """Play exactly `episodes` episodes, spread evenly over the env's copies (taking the first
     finishers instead would favour short episodes). Returns raw returns and lengths, or None
-    once `cancelled()` is true (looked at every step: a stop never waits for whole games)."""
+    once `cancelled()` is true (looked at every step: a stop never waits for whole games), or,
+    with `hopeless`, GaveUp as soon as the mean can no longer reach its target."""
     n = env.num_envs
     quota = np.array([episodes // n + (1 if i < episodes % n else 0) for i in range(n)])
     done = np.zeros(n, np.int64)
+    conceded = np.zeros(n)  # the negative rewards of each copy's current episode
     returns: list[float] = []
     lengths: list[int] = []
     obs, _ = env.reset(seed=seed)
+    steps = 0
     while (done < quota).any():
         if cancelled():
             return None
-        obs, _, _, _, info = env.step(act(obs))
+        obs, reward, _, _, info = env.step(act(obs))
+        steps += 1
+        conceded += np.minimum(np.asarray(reward, np.float64), 0.0)
         if "_episode" in info:
             for i in np.flatnonzero(info["_episode"]):
                 if done[i] < quota[i]:
                     returns.append(float(info["episode"]["r"][i]))
                     lengths.append(int(info["episode"]["l"][i]))
                 done[i] += 1
+                conceded[i] = 0.0
+        if hopeless is not None:
+            bound = hopeless.bound(returns, conceded, np.maximum(quota - done, 0))
+            if bound < hopeless.target:
+                return GaveUp(bound, len(returns), steps)
     return returns, lengths
 
 
@@ -104,13 +147,23 @@ class Evaluator:
         self._video_env = None
 
     def evaluate(
-        self, act: ActFn, episodes: int | None = None, cancelled: Callable[[], bool] = _never
-    ) -> tuple[list[float], list[int]] | None:
+        self,
+        act: ActFn,
+        episodes: int | None = None,
+        cancelled: Callable[[], bool] = _never,
+        may_give_up: bool = False,
+    ) -> tuple[list[float], list[int]] | GaveUp | None:
+        """`may_give_up`: stop once eval.target_return is out of reach (needs eval.max_return)."""
         episodes = episodes or self.cfg.eval.episodes
         if self._env is None:
             n = max(1, min(self.cfg.eval.num_envs, episodes))
             self._env = make_vector_env(self.env_cfg, n, mode=EVAL)
-        return play(act, self._env, episodes, self.cfg.seed + EVAL_SEED_OFFSET, cancelled)
+        e = self.cfg.eval
+        hopeless = None
+        if may_give_up and e.target_return is not None and e.get("max_return") is not None:
+            hopeless = Hopeless(float(e.target_return), float(e.max_return))
+        seed = self.cfg.seed + EVAL_SEED_OFFSET
+        return play(act, self._env, episodes, seed, cancelled, hopeless)
 
     def video(
         self, act: ActFn, name: str, seed_offset: int = 0, cancelled: Callable[[], bool] = _never

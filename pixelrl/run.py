@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pixelrl import checkpoint
 from pixelrl.errors import TrainingError
-from pixelrl.evaluate import Evaluator
+from pixelrl.evaluate import Evaluator, GaveUp
 from pixelrl.tracking import Tracker
 
 
@@ -177,7 +177,7 @@ class Run:
         self.poll_background_eval()
         if self._eval_every(frames) and self._eval_wanted(frames):
             if snapshot is None:
-                self.evaluate(frames, act, state)
+                self.evaluate(frames, act, state, periodic=True)
             else:
                 self.evaluate_in_background(frames, snapshot)
         if self._ckpt_every(frames):
@@ -196,12 +196,13 @@ class Run:
 
     # ----------------------------------------------------------------- evaluation
     def _play_eval(
-        self, frames: int, act, cancelled
-    ) -> tuple[list[float], list[int], Path | None] | None:
-        """The evaluation's episodes and video; None if `cancelled()` turned true meanwhile."""
-        played = self.evaluator.evaluate(act, cancelled=cancelled)
-        if played is None:
-            return None
+        self, frames: int, act, cancelled, periodic: bool
+    ) -> tuple[list[float], list[int], Path | None] | GaveUp | None:
+        """The evaluation's episodes and video; None if `cancelled()` turned true meanwhile;
+        GaveUp if a periodic one could no longer reach eval.target_return (eval.max_return)."""
+        played = self.evaluator.evaluate(act, cancelled=cancelled, may_give_up=periodic)
+        if played is None or isinstance(played, GaveUp):
+            return played
         video = None
         if self.cfg.video.enabled:
             video = self.evaluator.video(act, f"eval_{frames:011d}", cancelled=cancelled)
@@ -222,9 +223,18 @@ class Run:
             )
         return False
 
-    def _log_eval(self, frames: int, time_s: float, returns, lengths, video, state) -> dict:
+    def _log_eval(self, frames: int, time_s: float, played, state) -> dict | None:
         """Log one evaluation of the policy as it was at `frames` / `time_s` (training clock);
         a new best mean return writes checkpoints/best.pt with that policy's `state()`."""
+        if isinstance(played, GaveUp):
+            self.tracker.log(frames, {"eval/return_bound": played.bound})
+            self.tracker.message(
+                f"eval @ {frames:,} frames stopped after {played.steps:,} steps "
+                f"({played.episodes} episodes done): its mean can reach at most "
+                f"{played.bound:.2f} < {self.cfg.eval.target_return:g} (eval.max_return)"
+            )
+            return None
+        returns, lengths, video = played
         metrics = self.tracker.evaluation(frames, returns, lengths)
         mean = metrics["eval/return_mean"]
         self.tracker.message(
@@ -248,11 +258,13 @@ class Run:
             )
         return metrics
 
-    def evaluate(self, frames: int, act: Callable[[np.ndarray], np.ndarray], state) -> dict | None:
-        """Evaluate now (a stop signal cancels it: None)."""
+    def evaluate(
+        self, frames: int, act: Callable[[np.ndarray], np.ndarray], state, periodic: bool = False
+    ) -> dict | None:
+        """Evaluate now (a stop signal cancels it, a hopeless periodic one gives up: None)."""
         time_s = self.tracker.elapsed_s
-        played = self._play_eval(frames, act, lambda: bool(self.stop))
-        return None if played is None else self._log_eval(frames, time_s, *played, state)
+        played = self._play_eval(frames, act, lambda: bool(self.stop), periodic)
+        return None if played is None else self._log_eval(frames, time_s, played, state)
 
     def evaluate_in_background(self, frames: int, snapshot) -> None:
         if self._eval_thread is not None and self._eval_thread.is_alive():
@@ -264,8 +276,8 @@ class Run:
 
         def job():
             try:
-                played = self._play_eval(frames, act, self._eval_cancel.is_set)
-                self._eval_result = None if played is None else (frames, time_s, *played, state)
+                played = self._play_eval(frames, act, self._eval_cancel.is_set, periodic=True)
+                self._eval_result = None if played is None else (frames, time_s, played, state)
             except Exception as e:  # reported by the main thread
                 self._eval_result = e
 

@@ -4,8 +4,9 @@ For each seed, one after the other:
   1. the raw env's speed (the training env's settings, random actions) for `raw_seconds`;
   2. the real training command with `eval.target_return`, capped at `minutes` (then stopped with
      Ctrl-C): it stops itself at the first greedy evaluation (eval.episodes >= 10 games) whose
-     mean return reaches the target; evaluations wait until the training return is close
-     (eval.min_train_return), so they cost the run little;
+     mean return reaches the target; evaluations wait until the training return is no longer
+     hopeless (eval.min_train_return), and one that can no longer reach the target stops early
+     (eval.max_return, set by env=Pong), so they cost the run little;
   3. the final policy evaluated again with sticky actions 0.25 (Atari), a robustness check.
 Per seed it reports minutes and frames to the solve (the evaluated policy's own clock, as
 `eval/target_minutes` measures it), training frames/s, and the machine-independent **solve cost**
@@ -51,7 +52,9 @@ SOLVES = {
         ["env=Pong"],
         16,
         target=18.0,
-        min_train_return=10.0,
+        # greedy play is far ahead of the sampled training games (seed 3 at its 40-min cap: 20.6
+        # greedy against +3 to +12 in training), and a failed try gives up within a few points
+        min_train_return=0.0,
         every_frames=1_000_000,
         robustness=["eval.sticky_actions=0.25"],
         # the solve is scored at sticky actions 0 even when training uses env.sticky_actions

@@ -358,6 +358,32 @@ def test_target_return_stops_at_the_first_evaluation_that_reaches_it(cli, tmp_pa
     assert (tmp_path / "checkpoints" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
+def test_a_periodic_evaluation_that_cannot_reach_the_target_gives_up(cli, tmp_path, algo):
+    # a Catch episode returns at most 1 (eval.max_return), so a mean of 2 is out of reach from
+    # the first step: every periodic evaluation stops at once and logs its bound, not a mean;
+    # the final evaluation is never cut short (it is the run's score)
+    proc = cli(
+        f"algo={algo}",
+        "env=Catch",
+        "total_frames=12000",
+        "eval.every_frames=3000",
+        "eval.episodes=4",
+        "eval.target_return=2",
+        "eval.max_return=1",
+        "hydra.run.dir=.",
+        *FAST,
+        check=True,
+    )
+    rows = metrics(tmp_path)
+    bounds = [r for r in rows if "eval/return_bound" in r]
+    evals = [r for r in rows if "eval/return_mean" in r]
+    assert len(bounds) >= 2 and all(r["eval/return_bound"] < 2 for r in bounds)
+    assert len(evals) == 1 and evals[0]["frames"] >= 12000  # the final one only
+    assert not any("eval/target_frames" in r for r in rows)
+    assert "can reach at most" in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(("floor", "periodic"), [(5.0, False), (-1.0, True)])
 def test_min_train_return_holds_periodic_evaluations_back(cli, tmp_path, floor, periodic):
     proc = cli(

@@ -1,0 +1,99 @@
+"""Greedy evaluation: `play` and its early stop once a target mean is out of reach."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pixelrl.evaluate import GaveUp, Hopeless, play
+
+
+class ScriptedEnv:
+    """A vector env whose copy i plays episodes whose rewards are `episodes[i][k]` (a list per
+    episode, one reward per step); actions are ignored."""
+
+    def __init__(self, episodes: list[list[list[float]]]):
+        self.script = episodes
+        self.num_envs = len(episodes)
+
+    def reset(self, seed=None):
+        self.episode = [0] * self.num_envs
+        self.t = [0] * self.num_envs
+        return np.zeros((self.num_envs, 1)), {}
+
+    def step(self, actions):
+        reward = np.zeros(self.num_envs)
+        ended = np.zeros(self.num_envs, bool)
+        returns = np.zeros(self.num_envs)
+        for i in range(self.num_envs):
+            rewards = self.script[i][self.episode[i] % len(self.script[i])]
+            reward[i] = rewards[self.t[i]]
+            self.t[i] += 1
+            if self.t[i] == len(rewards):
+                ended[i], returns[i] = True, sum(rewards)
+                self.episode[i] += 1
+                self.t[i] = 0
+        info = {}
+        if ended.any():
+            info = {"_episode": ended, "episode": {"r": returns, "l": np.full(self.num_envs, 3)}}
+        return np.zeros((self.num_envs, 1)), reward, ended, ended, info
+
+
+def _act(obs):
+    return np.zeros(len(obs), np.int64)
+
+
+def test_play_gives_up_once_the_target_is_out_of_reach_and_not_before():
+    # 2 copies, 2 episodes each, max return 3: the first copy concedes a point at step 1
+    script = [[[-1, 1, 1], [1, 1, 1]], [[1, 1, 1], [1, 1, 1]]]
+    full = play(_act, ScriptedEnv(script), 4, seed=0)
+    assert sorted(full[0]) == [1.0, 3.0, 3.0, 3.0]  # mean 2.5
+    # a target of 2.5 stays reachable: the same result as without the early stop
+    same = play(_act, ScriptedEnv(script), 4, seed=0, hopeless=Hopeless(2.5, 3.0))
+    assert same == full
+    # 2.8 is out of reach after the first step: the conceded point makes the first episode at
+    # most 2, so the mean at most (2 + 3 * 3) / 4 = 2.75
+    gave_up = play(_act, ScriptedEnv(script), 4, seed=0, hopeless=Hopeless(2.8, 3.0))
+    assert isinstance(gave_up, GaveUp)
+    assert gave_up.steps == 1 and gave_up.episodes == 0
+    assert gave_up.bound == pytest.approx((2 + 3 * 3) / 4)
+
+
+def test_the_bound_counts_finished_returns_and_the_episodes_not_yet_started():
+    # one copy, three episodes (returns 0, 3, 0); max return 3
+    script = [[[1, -1, 0], [1, 1, 1]]]
+    # step 2 concedes a point: at most (2 + 3 + 3) / 3; step 3 ends at 0: at most (0 + 3 + 3) / 3
+    gave_up = play(_act, ScriptedEnv(script), 3, seed=0, hopeless=Hopeless(2.7, 3.0))
+    assert (gave_up.steps, gave_up.episodes) == (2, 0)
+    assert gave_up.bound == pytest.approx(8 / 3)
+    gave_up = play(_act, ScriptedEnv(script), 3, seed=0, hopeless=Hopeless(2.5, 3.0))
+    assert (gave_up.steps, gave_up.episodes, gave_up.bound) == (3, 1, pytest.approx(2.0))
+    # a target equal to the final mean is never out of reach: the whole evaluation is played
+    assert play(_act, ScriptedEnv(script), 3, 0, hopeless=Hopeless(1.0, 3.0)) == (
+        [0.0, 3.0, 0.0],
+        [3, 3, 3],
+    )
+
+
+def test_a_random_policy_on_pong_gives_up_long_before_a_game_ends():
+    from pixelrl import compose_config
+    from pixelrl.envs import EVAL, make_vector_env
+
+    cfg = compose_config(["env=Pong"])
+    assert cfg.eval.max_return == 21  # env=Pong knows its best return
+    env = make_vector_env(cfg.env, 4, mode=EVAL)
+    rng = np.random.default_rng(0)
+    try:
+        gave_up = play(
+            lambda obs: rng.integers(0, 6, len(obs)),
+            env,
+            4,
+            seed=0,
+            hopeless=Hopeless(18.0, float(cfg.eval.max_return)),
+        )
+    finally:
+        env.close()
+    # 4 games of at most 21 each: 12 points conceded in all end it (84 - 12 = 72 = 4 x 18);
+    # several copies may concede on one step, so the bound lies just under 18
+    assert isinstance(gave_up, GaveUp) and 18 - 4 / 4 <= gave_up.bound < 18
+    assert gave_up.episodes == 0 and gave_up.steps < 800  # a random game lasts ~800 steps
