@@ -152,6 +152,12 @@ def run_seed(
         else None,
         "eval_sticky_0": evals[-1]["eval/return_mean"] if solved_row else None,
         "evals": [(r["frames"], round(r["time_s"] / 60, 2), r["eval/return_mean"]) for r in evals],
+        # evaluations that gave up (eval.max_return): the best mean they could still have reached
+        "gave_up": [
+            (r["frames"], round(r["time_s"] / 60, 2), round(r["eval/return_bound"], 2))
+            for r in rows
+            if "eval/return_bound" in r
+        ],
         "trained_frames": last["frames"],
         "trained_minutes": last["time_s"] / 60,
         "wall_minutes": wall_s / 60,

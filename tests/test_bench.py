@@ -114,6 +114,7 @@ def test_a_time_to_solve_benchmark_over_seeds_reports_each_and_merges_calls(tmp_
             assert r["frames"] <= r["trained_frames"]
         assert r["ratio"] == pytest.approx(r["fps"] / r["raw_fps"])
         assert (Path(r["run_dir"]) / "metrics.jsonl").is_file()  # kept, for pixelrl.plot
+        assert r["gave_up"] == []  # Catch sets no eval.max_return: no evaluation gives up
     s = data["summary"]
     assert s["seeds"] == 2 and s["solved"] == sum(r["solved"] for r in data["seeds"])
     # seed 1 never solved: it decides the worst cost, written as null (strict JSON)
