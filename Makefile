@@ -13,6 +13,10 @@ TORCH_VERSION ?= 2.13.0
 EXTRAS ?= box2d,sweep
 DEV_EXTRAS ?= dev,box2d,dmc,sweep
 ARGS ?=
+# pytest processes for `make test` (pytest-xdist): most cases spend their time in one core's
+# imports and a CLI subprocess, so two processes on two cores cut the suite's time. 0: one process.
+TEST_PROCS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_PROCS) --dist worksteal
 
 .PHONY: help install install-dev browser train test test-fast lint bench plot clean
 
@@ -56,10 +60,10 @@ train: install
 	$(PY) -m pixelrl $(ARGS)
 
 test: install-dev
-	$(PY) -m pytest -q $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: install-dev
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 lint: install-dev
 	$(PY) -m ruff check pixelrl tests

@@ -3,7 +3,8 @@
 Every case runs `python -m pixelrl` in its own process group (as a shell, `timeout`, SLURM or
 docker starts it), injects one fault, and is bounded in time. After each case the `faults`
 fixture checks that nothing is left behind: no process still working in the case's directory
-(workers, env processes, resource trackers) and no shared-memory segment in /dev/shm.
+(workers, env processes, resource trackers) and no shared-memory segment in /dev/shm that no live
+process maps (one still mapped belongs to a run of another test going on beside this one).
 
   stop signals to the whole group (SIGTERM, SIGINT) for A3C, REINFORCE's episode workers and A2C
   on env worker processes: exit 143 / 130 with a final checkpoint, within seconds
@@ -50,6 +51,22 @@ def _shm() -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
 
 
+def _mapped(names: set[str]) -> set[str]:
+    """Those of the segments `names` that a live process has mapped: in use by a run that is still
+    going (another test's, when the suite runs on several pytest processes), so not a leftover of
+    this one, whose processes are gone by the time this is asked."""
+    found: set[str] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                found.update(n for line in f for n in names if line.rstrip().endswith("/" + n))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
 def _left_in(directory: Path) -> list[psutil.Process]:
     """Processes (other than this one) whose working directory is inside `directory`."""
     out = []
@@ -67,6 +84,8 @@ def no_leftovers(directory: Path, shm_before: set[str], within_s: float = 5.0) -
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         procs, segments = _left_in(directory), _shm() - shm_before
+        if not procs:  # only then: a segment that this case's processes still map is theirs
+            segments -= _mapped(segments)
         if not procs and not segments:
             return
         time.sleep(0.2)
