@@ -226,6 +226,9 @@ class A3CConfig(ActorCriticConfig):
     n_steps: int = bounded(5, gt=0)  # t_max of the A3C paper
     optimizer: str = one_of("shared_rmsprop", ("shared_rmsprop", "shared_adam"))
     lr: float = bounded(7e-4, gt=0)
+    # constant: decaying to 0 at total_frames (20M for Pong) halves the lr by 10M frames, where
+    # Pong is still being learned; `none` solved two seeds that `linear` left unsolved (BENCHMARKS.md)
+    lr_decay: str = one_of("none", ("linear", "none"))
     eps: float = bounded(1e-5, gt=0)
     max_grad_norm: float = bounded(0.5, ge=0)
     lock_optimizer: bool = True  # serialize step() so interleaved steps never mix statistics
