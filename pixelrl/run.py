@@ -227,7 +227,10 @@ class Run:
         """Log one evaluation of the policy as it was at `frames` / `time_s` (training clock);
         a new best mean return writes checkpoints/best.pt with that policy's `state()`."""
         if isinstance(played, GaveUp):
-            self.tracker.log(frames, {"eval/return_bound": played.bound})
+            # eval/steps: agent steps each env copy played before it stopped (what it cost)
+            self.tracker.log(
+                frames, {"eval/return_bound": played.bound, "eval/steps": played.steps}
+            )
             self.tracker.message(
                 f"eval @ {frames:,} frames stopped after {played.steps:,} steps "
                 f"({played.episodes} episodes done): its mean can reach at most "

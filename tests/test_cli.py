@@ -379,6 +379,7 @@ def test_a_periodic_evaluation_that_cannot_reach_the_target_gives_up(cli, tmp_pa
     bounds = [r for r in rows if "eval/return_bound" in r]
     evals = [r for r in rows if "eval/return_mean" in r]
     assert len(bounds) >= 2 and all(r["eval/return_bound"] < 2 for r in bounds)
+    assert all(r["eval/steps"] == 1 for r in bounds)  # out of reach after the first step
     assert len(evals) == 1 and evals[0]["frames"] >= 12000  # the final one only
     assert not any("eval/target_frames" in r for r in rows)
     assert "can reach at most" in proc.stdout + proc.stderr
