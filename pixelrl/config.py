@@ -227,7 +227,7 @@ class A3CConfig(ActorCriticConfig):
     optimizer: str = one_of("shared_rmsprop", ("shared_rmsprop", "shared_adam"))
     lr: float = bounded(7e-4, gt=0)
     # constant: decaying to 0 at total_frames (20M for Pong) halves the lr by 10M frames, where
-    # Pong is still being learned; `none` solved two seeds that `linear` left unsolved (BENCHMARKS.md)
+    # Pong is still being learned; `none` solved the three seeds `linear` left unsolved (BENCHMARKS.md)
     lr_decay: str = one_of("none", ("linear", "none"))
     eps: float = bounded(1e-5, gt=0)
     max_grad_norm: float = bounded(0.5, ge=0)
