@@ -106,6 +106,8 @@ class ModelConfig:
     trunk: str = one_of("nature", ("nature", "a3c", "drq", "mlp"))
     hidden: int | None = bounded(None, gt=0)  # width of the trunk's last layer; null: default
     mlp_layers: int = bounded(1, gt=0)  # mlp trunk: number of hidden layers
+    # conv trunks: relu | leaky_relu (slope 0.01: a trunk that cannot die) | elu
+    activation: str = one_of("relu", ("relu", "leaky_relu", "elu"))
     bias: bool = True
     # orthogonal, or karpathy: N(0,1)/sqrt(fan_in), pg-pong's
     init: str = one_of("orthogonal", ("orthogonal", "karpathy"))

@@ -26,6 +26,16 @@ CONV_TRUNKS = {
 }
 MLP_DEFAULT_HIDDEN = 200
 
+# model.activation of the conv trunks. A ReLU trunk can die: one large update leaves every
+# first-layer unit negative on every frame, no gradient reaches it again, and the policy and value
+# stop depending on the screen for good (A3C Pong, 3 of 12 runs on the 2-core EPYC: BENCHMARKS.md).
+# A leaky ReLU always passes a gradient back, so such a trunk recovers.
+ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
+    "elu": lambda: nn.ELU(inplace=True),
+}
+
 
 def init_orthogonal(module: nn.Module, gain: float = math.sqrt(2)) -> None:
     for m in module.modules():
@@ -48,7 +58,11 @@ class ConvEncoder(nn.Module):
     """Conv layers + flatten. uint8 input is scaled by 1/255 here."""
 
     def __init__(
-        self, obs_shape: tuple[int, ...], layers: list[tuple[int, int, int]], scale: float
+        self,
+        obs_shape: tuple[int, ...],
+        layers: list[tuple[int, int, int]],
+        scale: float,
+        activation: str = "relu",
     ):
         super().__init__()
         convs: list[nn.Module] = []
@@ -56,7 +70,7 @@ class ConvEncoder(nn.Module):
         for out_ch, kernel, stride in layers:
             # in place: the conv's output is not needed for its backward, and each fresh
             # activation of a large batch is memory the update must fault in and clear again
-            convs += [nn.Conv2d(in_ch, out_ch, kernel, stride), nn.ReLU(inplace=True)]
+            convs += [nn.Conv2d(in_ch, out_ch, kernel, stride), ACTIVATIONS[activation]()]
             in_ch = out_ch
         self.convs = nn.Sequential(*convs, nn.Flatten())
         self.scale = scale
@@ -72,12 +86,15 @@ class ConvEncoder(nn.Module):
 
 
 class ConvTrunk(nn.Module):
-    """ConvEncoder + one fully connected ReLU layer (Nature CNN: 3136 -> 512)."""
+    """ConvEncoder + one fully connected layer (Nature CNN: 3136 -> 512), same activation."""
 
-    def __init__(self, obs_shape, layers, hidden: int, scale: float, bias: bool = True):
+    def __init__(
+        self, obs_shape, layers, hidden: int, scale: float, bias: bool = True, activation="relu"
+    ):
         super().__init__()
-        self.encoder = ConvEncoder(obs_shape, layers, scale)
-        self.fc = nn.Sequential(nn.Linear(self.encoder.out_dim, hidden, bias=bias), nn.ReLU())
+        self.encoder = ConvEncoder(obs_shape, layers, scale, activation)
+        fc = nn.Linear(self.encoder.out_dim, hidden, bias=bias)
+        self.fc = nn.Sequential(fc, ACTIVATIONS[activation]())
         self.out_dim = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -156,7 +173,8 @@ def make_trunk(model_cfg, obs_space: gym.spaces.Box) -> nn.Module:
         )
     layers, default_hidden = CONV_TRUNKS[model_cfg.trunk]
     try:
-        return ConvTrunk(shape, layers, model_cfg.hidden or default_hidden, scale, model_cfg.bias)
+        hidden = model_cfg.hidden or default_hidden
+        return ConvTrunk(shape, layers, hidden, scale, model_cfg.bias, model_cfg.activation)
     except RuntimeError:
         raise ConfigError(
             f"model.trunk={model_cfg.trunk} is too deep for {shape[1]}x{shape[2]} observations; "
