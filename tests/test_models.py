@@ -35,6 +35,33 @@ def test_conv_trunks_size_themselves(trunk, flat, hidden):
     assert out.shape == (5, hidden)
 
 
+@pytest.mark.parametrize(
+    "activation,kind,revives",
+    [
+        ("relu", torch.nn.ReLU, False),
+        ("leaky_relu", torch.nn.LeakyReLU, True),
+        ("elu", torch.nn.ELU, False),
+    ],
+)
+def test_only_a_leaky_trunk_whose_first_layer_is_all_negative_still_gets_a_gradient(
+    activation, kind, revives
+):
+    """The A3C Pong failure: every conv1 unit negative on every frame. A ReLU trunk then passes
+    no gradient to conv1 (it cannot recover) and its policy ignores the screen; ELU's gradient
+    exp(x) vanishes as well this far below 0; a leaky ReLU's stays 0.01."""
+    net = ActorCritic(model_cfg(trunk="a3c", activation=activation), ATARI, 6)
+    conv1 = net.trunk.encoder.convs[0]
+    with torch.no_grad():
+        conv1.bias.fill_(-100.0)  # no screen can lift a pre-activation above 0
+    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    logits, value = net(obs)
+    (logits.logsumexp(-1).sum() + value.sum()).backward()
+    assert (conv1.weight.grad.abs().sum() > 0) == revives
+    assert isinstance(net.trunk.encoder.convs[1], kind) and isinstance(net.trunk.fc[1], kind)
+    if activation == "relu":  # the dead trunk's outputs no longer depend on the screen
+        assert torch.allclose(logits, logits[:1].expand_as(logits))
+
+
 def test_actor_critic_shapes_and_initial_policy_is_near_uniform():
     net = ActorCritic(model_cfg(trunk="nature"), ATARI, 6)
     obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
