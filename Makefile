@@ -60,8 +60,9 @@ install-dev: $(VENV)/.installed-dev
 train: install
 	$(PY) -m pixelrl $(ARGS)
 
+# the 20 slowest cases are listed at the end: where the suite's time goes, on every run
 test: install-dev
-	$(PYTEST) $(ARGS)
+	$(PYTEST) --durations=20 $(ARGS)
 
 test-fast: install-dev
 	$(PYTEST) -m "not slow" $(ARGS)
