@@ -18,6 +18,8 @@ from pixelrl.models import (
     num_params,
 )
 
+from .conftest import FAST, last_json_line
+
 
 def model_cfg(**kw):
     return OmegaConf.structured(ModelConfig(**kw))
@@ -160,3 +162,38 @@ def test_feature_layer_bf16_input_matches_fp32_and_keeps_its_checkpoint_keys():
     assert (full - half).abs().max() < 0.05  # bf16 inputs and weights, fp32 accumulation
     half.sum().backward()  # gradients reach the fp32 weights
     assert layer[0].weight.grad.dtype == torch.float32 and layer[0].weight.grad.abs().sum() > 0
+
+
+def test_trunk_check_tells_a_live_network_from_a_dead_one(cli, tmp_path, capsys):
+    """`python -m pixelrl.trunk_check` on a run's checkpoint: alive as trained; dead once every
+    first-layer unit is pushed below 0 (the failure it exists to find)."""
+    from pixelrl import checkpoint
+    from pixelrl.trunk_check import main as trunk_check
+
+    cli(
+        "algo=actor_critic",
+        "env=Catch",
+        "total_frames=2000",
+        *FAST,
+        "hydra.run.dir=run",
+        check=True,
+    )
+    ck = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert trunk_check([str(ck), "steps=40", "every=2"]) == 0
+    alive = last_json_line(capsys.readouterr().out)
+    assert alive["dead"] is False and alive["frames"] == 20 * 8
+    assert alive["policy_std"] > 0 and all(v["active"] > 0 for v in alive["layers"].values())
+
+    payload = checkpoint.load(ck)
+    first_bias = next(k for k in payload["models"]["policy"] if k.endswith("bias"))
+    payload["models"]["policy"][first_bias].fill_(-100.0)
+    checkpoint.save(tmp_path / "dead.pt", payload)
+    assert trunk_check([str(tmp_path / "dead.pt"), "steps=40", "every=2"]) == 0
+    out = capsys.readouterr().out
+    dead = last_json_line(out)
+    assert dead["dead"] is True and dead["recoverable"] is False and "cannot recover" in out
+    assert next(iter(dead["layers"].values()))["ever_active"] == 0.0
+
+    assert trunk_check([str(ck), "steps=0"]) == 2
+    assert "bad argument 'steps=0'" in capsys.readouterr().err
+    assert trunk_check([str(tmp_path / "missing.pt")]) == 2
