@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.ELU)
+from pixelrl.models import ACTIVATIONS
+
+ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})  # model.activation's
 USAGE = (
     "usage: python -m pixelrl.trunk_check <checkpoint or run dir> [steps=300] [every=10] [seed=0]"
 )
@@ -99,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0 if argv else 2
     path, opts = argv[0], {"steps": 300, "every": 10, "seed": 0}
+    least = {"steps": 1, "every": 1, "seed": 0}
     for arg in argv[1:]:
         key, _, value = arg.partition("=")
-        if key not in opts or not value.lstrip("-").isdigit() or int(value) < (key != "seed"):
+        if key not in opts or not value.lstrip("-").isdigit() or int(value) < least[key]:
             print(f"pixelrl.trunk_check: error: bad argument {arg!r}\n{USAGE}", file=sys.stderr)
             return 2
         opts[key] = int(value)
