@@ -20,7 +20,9 @@ frame bytes, and the time of one sample of 256 3-step transitions.
                             [args="algo.n_steps=20 ..."] [out=FILE.json]
 
 Each seed's run dir is kept beside the JSON; an `out=` file that already holds results of the same
-benchmark keeps its other seeds (run seeds one call at a time, gather them in one file).
+benchmark keeps its other seeds (run seeds one call at a time, gather them in one file). Ctrl-C
+or SIGTERM stops it: the seed's training command is stopped too (it saves its checkpoint), the JSON
+keeps that seed as a partial run marked `stopped` (left out of the summary), and it exits with 130.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelrl import tool_args
+from pixelrl.errors import ConfigError
 from pixelrl.machine import machine_info
 from pixelrl.raw_speed import raw_env_speed, raw_env_speed_processes
-from pixelrl.solve_bench import SOLVES
+from pixelrl.solve_bench import SOLVES, stop_command
 
 
 @dataclass
@@ -209,20 +213,19 @@ def training_speed(args: list[str], seconds: float, device: str, workdir: Path) 
     )
     log = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 180
-    while (
-        time.monotonic() < deadline
-        and proc.poll() is None
-        and not (log.exists() and log.stat().st_size > 0)
-    ):
-        time.sleep(0.2)
-    if proc.poll() is None:
-        time.sleep(seconds)
-        proc.send_signal(signal.SIGINT)
     try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and not (log.exists() and log.stat().st_size > 0)
+        ):
+            time.sleep(0.2)
+        if proc.poll() is None:
+            time.sleep(seconds)
+        _, err = stop_command(proc, signal.SIGINT)
+    except KeyboardInterrupt:  # the benchmark itself is stopped: so is its command
+        stop_command(proc, signal.SIGTERM)
+        raise
     if proc.returncode not in (0, 130):
         raise RuntimeError(f"{' '.join(cmd[2:])} failed ({proc.returncode}): {err.strip()[-400:]}")
     from pixelrl.tracking import read_metrics
@@ -366,19 +369,14 @@ def solve_main(name: str, opts: dict) -> int:
     """which=pong_solve: the time-to-solve benchmark over seeds (pixelrl/solve_bench.py)."""
     from pixelrl import solve_bench
 
-    minutes = _option(opts, "minutes", float, lambda v: v > 0, "a positive number")
-    raw_seconds = _option(opts, "raw_seconds", float, lambda v: v > 0, "a positive number")
+    minutes = tool_args.number(opts, "minutes", float, 0, above=True)
+    raw_seconds = tool_args.number(opts, "raw_seconds", float, 0, above=True)
     try:
         seeds = [int(s) for s in opts["seeds"].split(",") if s]
     except ValueError:
         seeds = []
     if not seeds or any(s < 0 for s in seeds):
-        print(
-            f"pixelrl.bench: error: seeds={opts['seeds']!r} must list seeds >= 0", file=sys.stderr
-        )
-        return 2
-    if minutes is None or raw_seconds is None:
-        return 2
+        raise ConfigError(f"seeds={opts['seeds']!r} must list seeds >= 0")
     out = Path(opts["out"] or f"bench_results/{name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
     earlier = None
     if out.is_file():
@@ -387,11 +385,7 @@ def solve_main(name: str, opts: dict) -> int:
         except json.JSONDecodeError:
             old = {}
         if old.get("name") != name:
-            print(
-                f"pixelrl.bench: error: {out} holds other results; use another out=",
-                file=sys.stderr,
-            )
-            return 2
+            raise ConfigError(f"{out} holds other results; use another out=")
         earlier = old["seeds"]
     info = machine_info("cpu")
     print(
@@ -410,19 +404,7 @@ def solve_main(name: str, opts: dict) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": info, **result}, indent=1))
     print(f"results: {out}")
-    return 0
-
-
-def _option(opts: dict, key: str, cast, ok, what: str):
-    """opts[key] as `cast`, or None after one error line when it is not `what`."""
-    try:
-        value = cast(opts[key])
-    except ValueError:
-        value = None
-    if value is None or not ok(value):
-        print(f"pixelrl.bench: error: {key}={opts[key]!r} must be {what}", file=sys.stderr)
-        return None
-    return value
+    return 130 if result["stopped"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nbenchmarks: " + ", ".join(f"{k} ({v.what})" for k, v in BENCHES.items()))
         print(f"and {MEMORY} (DDPG's replay buffer: RSS against raw frame bytes)")
         return 0
-    opts = {
+    defaults = {
         "which": ",".join(DEFAULT),
         "seconds": "40",
         "device": "cpu",
@@ -444,34 +426,39 @@ def main(argv: list[str] | None = None) -> int:
         "raw_seconds": "30",
         "args": "",
     }
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if not sep or key not in opts:
-            print(
-                f"pixelrl.bench: error: unknown argument {a!r}; "
-                f"use {', '.join(k + '=' for k in opts)}",
-                file=sys.stderr,
-            )
-            return 2
-        opts[key] = value
+    # SIGTERM stops a benchmark as Ctrl-C does: its running command is stopped too, and a
+    # time-to-solve benchmark keeps what it measured so far
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        options, _ = tool_args.parse(argv, defaults)
+        return _run(options)
+    except ConfigError as e:
+        print(f"pixelrl.bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pixelrl.bench: stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _run(opts: dict[str, str]) -> int:
     names = [n for n in opts["which"].split(",") if n]
     unknown = [n for n in names if n not in BENCHES and n != MEMORY and n not in SOLVES]
     if unknown:
-        print(
-            f"pixelrl.bench: error: unknown benchmark {unknown[0]!r}; "
-            f"choose from: {', '.join([*BENCHES, MEMORY, *SOLVES])}",
-            file=sys.stderr,
+        raise ConfigError(
+            f"unknown benchmark {unknown[0]!r}; choose from: {', '.join([*BENCHES, MEMORY, *SOLVES])}"
         )
-        return 2
     if any(n in SOLVES for n in names):
         if len(names) > 1:
-            print("pixelrl.bench: error: a time-to-solve benchmark runs alone", file=sys.stderr)
-            return 2
+            raise ConfigError("a time-to-solve benchmark runs alone")
         return solve_main(names[0], opts)
-    seconds = _option(opts, "seconds", float, lambda v: v > 0, "a positive number")
-    replay_frames = _option(opts, "replay_frames", int, lambda v: v >= 1000, "an integer >= 1000")
-    if seconds is None or replay_frames is None:
-        return 2
+    seconds = tool_args.number(opts, "seconds", float, 0, above=True)
+    replay_frames = tool_args.number(opts, "replay_frames", int, 1000)
     device = opts["device"]
     info = machine_info(device)
     print(

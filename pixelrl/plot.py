@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelrl import tool_args
 from pixelrl.tracking import read_metrics
 
 # Keys that never distinguish configurations (plumbing, not hyperparameters).
@@ -379,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0 if argv else 2
-    opts = {
+    defaults = {
         "x": "frames",
         "y": "return",
         "agg": "mean",
@@ -387,21 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         "out": "curves.png",
         "smooth": "auto",
     }
-    paths = []
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if sep and key in opts:
-            opts[key] = value
-        elif sep and not Path(a).exists():  # sweep job dirs have '=' in their names
-            print(
-                f"pixelrl.plot: error: unknown option {key!r}; use {', '.join(k + '=' for k in opts)}",
-                file=sys.stderr,
-            )
-            return 2
-        else:
-            paths.append(a)
     try:
-        window = None if opts["smooth"] == "auto" else int(opts["smooth"])
+        opts, paths = tool_args.parse(argv, defaults, paths=True)
+        window = None if opts["smooth"] == "auto" else tool_args.number(opts, "smooth", int, 1)
         fig, groups = make_figure(paths, opts["x"], window, opts["y"], opts["agg"], opts["group"])
     except (FileNotFoundError, ValueError) as e:
         print(f"pixelrl.plot: error: {e}", file=sys.stderr)

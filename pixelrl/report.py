@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelrl import plot
+from pixelrl import plot, tool_args
+from pixelrl.errors import ConfigError
 
 EMBED_BYTES = 1 << 20  # videos up to this size go inside the page
 SORT_SCRIPT = """
@@ -348,25 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0 if argv else 2
-    paths, out = [], None
-    for a in argv:
-        key, sep, value = a.partition("=")
-        if sep and key == "out":
-            out = Path(value)
-        elif sep and not Path(a).exists():  # sweep job dirs have '=' in their names
-            print(f"pixelrl.report: error: unknown option {key!r}; use out=", file=sys.stderr)
-            return 2
-        else:
-            paths.append(a)
-    if out is None:
-        out = (
-            Path(paths[0]) / "report.html"
-            if len(paths) == 1 and Path(paths[0]).is_dir()
-            else Path("report.html")
-        )
     try:
+        opts, paths = tool_args.parse(argv, {"out": ""}, paths=True)
+        if opts["out"]:
+            out = Path(opts["out"])
+        elif len(paths) == 1 and Path(paths[0]).is_dir():
+            out = Path(paths[0]) / "report.html"
+        else:
+            out = Path("report.html")
         path, n = write_report(paths, out)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ConfigError) as e:
         print(f"pixelrl.report: error: {e}", file=sys.stderr)
         return 2
     print(f"{path}: {n} run(s)")

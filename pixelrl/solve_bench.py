@@ -79,7 +79,9 @@ EVAL_EPISODES = 10
 
 
 def _cli(args: list[str], cwd: Path, timeout: float | None = None, cap_s: float | None = None):
-    """Run `python -m pixelrl <args>`; after `cap_s` it gets a Ctrl-C (it then saves and ends)."""
+    """Run `python -m pixelrl <args>`; after `cap_s` it gets a Ctrl-C (it then saves and ends).
+    Returns (exit status, stdout, stderr, stopped): `stopped` when this benchmark was itself
+    stopped meanwhile (Ctrl-C or SIGTERM); the command is then stopped too and its outputs kept."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pixelrl", *args],
         cwd=cwd,
@@ -87,16 +89,27 @@ def _cli(args: list[str], cwd: Path, timeout: float | None = None, cap_s: float 
         stderr=subprocess.PIPE,
         text=True,
     )
+    stopped = False
     try:
         out, err = proc.communicate(timeout=cap_s or timeout)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-    return proc.returncode, out, err
+        out, err = stop_command(proc, signal.SIGINT)
+    except KeyboardInterrupt:
+        # SIGTERM, not SIGINT: a Ctrl-C typed in a terminal has reached it already, and a second
+        # SIGINT would abort it without its final checkpoint; a SIGTERM after it changes nothing
+        stopped = True
+        out, err = stop_command(proc, signal.SIGTERM)
+    return proc.returncode, out, err, stopped
+
+
+def stop_command(proc: subprocess.Popen, signum: int) -> tuple[str, str]:
+    """Ask the command to stop (it saves and ends); kill it after 2 minutes or on a Ctrl-C."""
+    proc.send_signal(signum)
+    try:
+        return proc.communicate(timeout=120)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        proc.kill()
+        return proc.communicate()
 
 
 def _last_json(text: str) -> dict | None:
@@ -132,10 +145,12 @@ def run_seed(
     if b.min_train_return is not None:
         args.append(f"eval.min_train_return={b.min_train_return}")
     started = time.monotonic()
-    code, _, err = _cli(args, out_dir, cap_s=minutes * 60)
+    code, _, err, stopped = _cli(args, out_dir, cap_s=minutes * 60)
     wall_s = time.monotonic() - started
-    if code not in (0, 130):
+    if code not in (0, 130) and not stopped:
         raise RuntimeError(f"seed {seed}: training failed ({code}): {err.strip()[-400:]}")
+    if stopped and not (run_dir / "metrics.jsonl").is_file():
+        raise KeyboardInterrupt  # stopped before the run logged anything: no result to keep
     rows = read_metrics(run_dir / "metrics.jsonl")
     solved_row = next((r for r in rows if "eval/target_minutes" in r), None)
     evals = [r for r in rows if r.get("eval/return_mean") is not None]
@@ -171,10 +186,13 @@ def run_seed(
         "wall_minutes": wall_s / 60,
         "run_dir": str(run_dir),
     }
+    if stopped:
+        result["stopped"] = True  # by the user, before its cap: a partial run
+        return result
     if b.robustness and solved_row:
         best = run_dir / "checkpoints" / "best.pt"
         load = best if best.is_file() else run_dir
-        code, out, err = _cli(
+        code, out, err, stopped = _cli(
             [
                 "mode=eval",
                 f"load={load}",
@@ -188,6 +206,9 @@ def run_seed(
             timeout=3600,
         )
         score = _last_json(out) if code == 0 else None
+        if stopped:
+            result["stopped"] = True  # the solve stands; its robustness check was not finished
+            return result
         if score is None:
             raise RuntimeError(f"seed {seed}: robustness evaluation failed: {err.strip()[-400:]}")
         result["eval_sticky_025"] = score["return_mean"]
@@ -205,6 +226,8 @@ def _finite(x: float) -> float | None:
 
 
 def summarize(results: list[dict]) -> dict:
+    # a seed stopped by the user before its solve or its cap says nothing about either
+    results = [r for r in results if r["solved"] or not r.get("stopped")]
     costs = [r["solve_cost"] if r["solved"] else math.inf for r in results]
     solved = [r for r in results if r["solved"]]
     out = {
@@ -235,9 +258,10 @@ def format_seed(r: dict) -> str:
     head = f"  seed {r['seed']}: "
     rate = f"{r['fps']:,.0f} frames/s = {r['ratio']:.2f} x raw ({r['raw_fps']:,.0f})"
     if not r["solved"]:
+        what = "stopped, not solved," if r.get("stopped") else "not solved"
         return (
             head
-            + f"not solved in {r['trained_minutes']:.1f} min ({_m(r['trained_frames'])} frames) | {rate}"
+            + f"{what} in {r['trained_minutes']:.1f} min ({_m(r['trained_frames'])} frames) | {rate}"
         )
     line = (
         head
@@ -250,6 +274,8 @@ def format_seed(r: dict) -> str:
 
 
 def format_summary(name: str, s: dict) -> str:
+    if not s["seeds"]:
+        return f"{name}: no seed ran to its solve or its cap"
     line = (
         f"{name}: {s['solved']}/{s['seeds']} solved | solve cost median {_cost(s['median_solve_cost'])}, "
         f"worst {_cost(s['worst_solve_cost'])} | throughput median {s['median_ratio']:.2f} x raw"
@@ -278,10 +304,20 @@ def run(
     if extra_args:
         print(f"  extra overrides: {' '.join(extra_args)}", flush=True)
     results = [r for r in earlier or [] if r["seed"] not in seeds]
-    for seed in seeds:
-        r = run_seed(b, seed, minutes, raw_seconds, extra_args, out_dir)
-        results.append(r)
-        print(format_seed(r), flush=True)
+    stopped = False
+    for i, seed in enumerate(seeds):
+        try:
+            r = run_seed(b, seed, minutes, raw_seconds, extra_args, out_dir)
+        except KeyboardInterrupt:  # before the seed's training logged anything: nothing to keep
+            r = None
+        if r is not None:
+            results.append(r)
+            print(format_seed(r), flush=True)
+        if r is None or r.get("stopped"):
+            left = seeds[i:] if r is None else seeds[i + 1 :]
+            print(f"{name}: stopped; seeds not run: {', '.join(map(str, left)) or 'none'}")
+            stopped = True
+            break
     results.sort(key=lambda r: r["seed"])
     summary = summarize(results)
     print(format_summary(name, summary), flush=True)
@@ -295,4 +331,5 @@ def run(
         "extra": extra_args,
         "seeds": results,
         "summary": summary,
+        "stopped": stopped,
     }

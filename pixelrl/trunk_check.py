@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixelrl import tool_args
 from pixelrl.models import ACTIVATIONS
 
 ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})  # model.activation's
@@ -94,23 +95,22 @@ def check(policy: nn.Module, obs: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from pixelrl.app import load_agent
-    from pixelrl.errors import PixelrlError
+    from pixelrl.errors import ConfigError, PixelrlError
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if argv else 2
-    path, opts = argv[0], {"steps": 300, "every": 10, "seed": 0}
-    least = {"steps": 1, "every": 1, "seed": 0}
-    for arg in argv[1:]:
-        key, _, value = arg.partition("=")
-        if key not in opts or not value.lstrip("-").isdigit() or int(value) < least[key]:
-            print(f"pixelrl.trunk_check: error: bad argument {arg!r}\n{USAGE}", file=sys.stderr)
-            return 2
-        opts[key] = int(value)
     try:
-        agent = load_agent(path)
-        obs = observations(agent.config, opts["steps"], opts["every"], opts["seed"])
+        opts, paths = tool_args.parse(
+            argv, {"steps": "300", "every": "10", "seed": "0"}, paths=True
+        )
+        if len(paths) != 1:
+            raise ConfigError(f"give one checkpoint or run dir, not {len(paths)}; {USAGE}")
+        least = {"steps": 1, "every": 1, "seed": 0}
+        steps, every, seed = (tool_args.number(opts, key, int, least[key]) for key in least)
+        agent = load_agent(paths[0])
+        obs = observations(agent.config, steps, every, seed)
     except PixelrlError as e:
         print(f"pixelrl.trunk_check: error: {e}", file=sys.stderr)
         return 2

@@ -1,11 +1,16 @@
 """python -m pixelrl.bench on a tiny budget prints ratio lines and writes parseable JSON."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+
+from .conftest import kill_tree
 
 
 def test_bench_catch_prints_ratio_and_json(tmp_path):
@@ -120,6 +125,53 @@ def test_a_time_to_solve_benchmark_over_seeds_reports_each_and_merges_calls(tmp_
     # seed 1 never solved: it decides the worst cost, written as null (strict JSON)
     assert s["worst_solve_cost"] is None and "Infinity" not in out.read_text()
     assert "catch_solve:" in proc.stdout and "solve cost median" in proc.stdout
+
+
+def test_a_stopped_time_to_solve_benchmark_stops_its_run_and_keeps_what_it_measured(tmp_path):
+    """SIGTERM (as Ctrl-C) to the benchmark mid-seed: the training command is stopped too (it
+    saves its checkpoint), the seed is kept as a partial, stopped run, later seeds are not run."""
+    out = tmp_path / "solve.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pixelrl.bench",
+            "which=catch_solve",
+            "seeds=1,2",
+            "minutes=10",
+            "raw_seconds=1",
+            "args=algo.lr=1e-9",  # never solves: the stop, not a solve, ends the seed
+            f"out={out}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    log = tmp_path / "solve" / "seed_1" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.is_file() and sum(1 for _ in open(log)) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        kill_tree(proc)
+    assert proc.returncode == 130, stdout + stderr
+    run_dir = str(tmp_path / "solve" / "seed_1")
+    left = [
+        p for p in psutil.process_iter(["cmdline"]) if run_dir in " ".join(p.info["cmdline"] or [])
+    ]
+    assert left == [], "the training command outlived its benchmark"
+    assert (tmp_path / "solve" / "seed_1" / "checkpoints" / "last.pt").is_file()
+    data = json.loads(out.read_text())
+    (r,) = data["seeds"]
+    assert r["seed"] == 1 and r["stopped"] and not r["solved"] and r["trained_frames"] > 0
+    assert data["stopped"] and data["summary"]["seeds"] == 0  # a stopped seed decides nothing
+    assert "seeds not run: 2" in stdout and "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("extra", [[], ["env.sticky_actions=0.25"]])

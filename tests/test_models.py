@@ -195,5 +195,5 @@ def test_trunk_check_tells_a_live_network_from_a_dead_one(cli, tmp_path, capsys)
     assert next(iter(dead["layers"].values()))["ever_active"] == 0.0
 
     assert trunk_check([str(ck), "steps=0"]) == 2
-    assert "bad argument 'steps=0'" in capsys.readouterr().err
+    assert "steps='0' must be an integer >= 1" in capsys.readouterr().err
     assert trunk_check([str(tmp_path / "missing.pt")]) == 2
