@@ -232,6 +232,11 @@ class A3CConfig(ActorCriticConfig):
     # Pong is still being learned; `none` solved the three seeds `linear` left unsolved (BENCHMARKS.md)
     lr_decay: str = one_of("none", ("linear", "none"))
     eps: float = bounded(1e-5, gt=0)
+    # shared_rmsprop's form. torch: s starts at 0, w -= lr g / (sqrt(s) + eps): its first steps
+    # are up to 10 lr, and a weight whose gradient was long near 0 gets up to lr g / eps when it
+    # returns. tf (TensorFlow's RMSProp, the A3C paper's eq. in Supp. 8, OpenAI baselines' A2C):
+    # s starts at 1 and eps is inside the root, w -= lr g / sqrt(s + eps): steps stay bounded
+    rmsprop_form: str = one_of("torch", ("torch", "tf"))
     max_grad_norm: float = bounded(0.5, ge=0)
     lock_optimizer: bool = True  # serialize step() so interleaved steps never mix statistics
     gae_lambda: float = bounded(1.0, le=1.0)

@@ -38,12 +38,23 @@ class _Shared:
 
 
 class SharedRMSprop(_Shared):
-    """RMSProp (PyTorch's form): s <- a s + (1 - a) g^2;  w <- w - lr g / (sqrt(s) + eps)."""
+    """RMSProp: s <- a s + (1 - a) g^2, then in PyTorch's form (`form="torch"`) s starts at 0 and
+    w <- w - lr g / (sqrt(s) + eps); in TensorFlow's (`"tf"`, the A3C paper's) s starts at 1 and
+    w <- w - lr g / sqrt(s + eps). PyTorch's first step is 10 lr per weight (s = 0.01 g^2), and a
+    weight whose gradients stayed near 0 (a unit that rarely fires) moves by up to lr g / eps when
+    they return; TensorFlow's warms up from small steps and caps |step| at lr |g| / sqrt(eps)."""
 
-    def __init__(self, params, lr: float = 7e-4, alpha: float = 0.99, eps: float = 1e-5):
+    def __init__(
+        self, params, lr: float = 7e-4, alpha: float = 0.99, eps: float = 1e-5, form: str = "torch"
+    ):
         super().__init__(params, lr)
-        self.alpha, self.eps = alpha, eps
+        if form not in ("torch", "tf"):
+            raise ValueError(f"unknown RMSProp form {form!r}")
+        self.alpha, self.eps, self.eps_inside = alpha, eps, form == "tf"
         self.square_avg = self._zeros()
+        if self.eps_inside:
+            for s in self.square_avg:
+                s.fill_(1.0)
 
     @torch.no_grad()
     def step(self, grads, track: bool = False) -> float:
@@ -54,7 +65,7 @@ class SharedRMSprop(_Shared):
             if g is None:
                 continue
             sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
-            denom = sq.sqrt().add_(self.eps)
+            denom = sq.add(self.eps).sqrt_() if self.eps_inside else sq.sqrt().add_(self.eps)
             if track:
                 largest = max(largest, float((g / denom).abs().max()) * lr)
             p.addcdiv_(g, denom, value=-lr)
@@ -119,7 +130,8 @@ def make_optimizer(algo_cfg, params):
     if a.optimizer == "shared_adam":
         return SharedAdam(params, lr=a.lr, eps=a.eps)
     if a.optimizer == "shared_rmsprop":
-        return SharedRMSprop(params, lr=a.lr, alpha=a.rmsprop_alpha, eps=a.eps)
+        form = a.get("rmsprop_form", "torch")  # A3C's key
+        return SharedRMSprop(params, lr=a.lr, alpha=a.rmsprop_alpha, eps=a.eps, form=form)
     if a.optimizer == "adam":
         return torch.optim.Adam(params, lr=a.lr, eps=a.eps)
     # pg-pong's too: cache = decay * cache + (1 - decay) g^2; w -= lr g / (sqrt(cache) + eps)

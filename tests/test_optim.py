@@ -44,6 +44,37 @@ def test_the_schedule_sets_the_lr_the_next_step_uses(optimizer):
     assert float(net.weight.detach()) == pytest.approx(-0.05 * 10, rel=1e-3)
 
 
+def test_rmsprop_forms_first_step_and_a_gradient_back_after_a_long_quiet():
+    """algo.rmsprop_form: PyTorch's first step is 10 lr and a weight whose gradient returns
+    after many near-zero ones jumps by about lr g / (|g_before| + eps); TensorFlow's (s from 1,
+    eps inside the root) follows its formula exactly and stays small in both cases."""
+    from pixelrl.config import A3CConfig
+
+    def run(form: str, grads: list[float]) -> list[float]:
+        a = OmegaConf.structured(A3CConfig(lr=0.01, rmsprop_form=form))
+        w = torch.zeros(1)
+        opt = make_optimizer(a, [w])
+        moves = []
+        for g in grads:
+            before = float(w)
+            opt.step([torch.tensor([g])])
+            moves.append(float(w) - before)
+        return moves
+
+    assert run("torch", [1.0]) == pytest.approx([-0.01 * 10], rel=1e-3)
+    s, tf_moves = 1.0, []
+    for g in [1.0, 0.5, -2.0]:  # s <- 0.99 s + 0.01 g^2;  w -= lr g / sqrt(s + 1e-5)
+        s = 0.99 * s + 0.01 * g * g
+        tf_moves.append(-0.01 * g / (s + 1e-5) ** 0.5)
+    assert run("tf", [1.0, 0.5, -2.0]) == pytest.approx(tf_moves, rel=1e-5)
+
+    quiet_then_back = [1e-6] * 2000 + [1e-2]
+    assert abs(run("torch", quiet_then_back)[-1]) > 0.01 * 5  # 5 lr and more, in one step
+    assert abs(run("tf", quiet_then_back)[-1]) < 0.01 * 5
+    with pytest.raises(ValueError):
+        SharedRMSprop([torch.zeros(1)], form="keras")
+
+
 @pytest.mark.parametrize("schema", [ReinforceConfig, DDPGConfig])
 def test_no_decay_keeps_the_lr(schema):
     a = OmegaConf.structured(schema(lr_decay="none", lr=2e-4))
