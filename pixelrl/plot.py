@@ -159,11 +159,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def group_runs(runs: list[RunData], by: str = "config") -> list[Group]:
+    flats = [
+        {k: v for k, v in _flatten(run.config).items() if k.split(".")[0] not in IGNORED_KEYS}
+        for run in runs
+    ]
+    # a key that only newer runs have (added to the schema since) and that has one value in all of
+    # them is the value older runs ran with too (a new key's default keeps the old behaviour):
+    # without this, runs before and after it would be told apart by `key=None`
+    for k in {k for flat in flats for k in flat}:
+        values = {repr(flat[k]) for flat in flats if k in flat}
+        if len(values) == 1:
+            value = next(flat[k] for flat in flats if k in flat)
+            for flat in flats:
+                flat.setdefault(k, value)
     groups: dict[str, Group] = {}
-    for run in runs:
-        flat = {
-            k: v for k, v in _flatten(run.config).items() if k.split(".")[0] not in IGNORED_KEYS
-        }
+    for run, flat in zip(runs, flats, strict=True):
         key = repr(sorted(flat.items(), key=lambda kv: kv[0])) if flat else str(run.path)
         if by == "run":
             key = str(run.path)

@@ -69,6 +69,30 @@ def test_groups_by_config_ignoring_seed(sweep):
     assert labels[0].startswith("a3c Pong lr=0.0001") and "(2 seeds)" in labels[0]
 
 
+def test_a_key_added_since_older_runs_does_not_split_them(tmp_path):
+    """Runs made before a key existed group with runs that have its (one) value, and no label
+    says `key=None`; a key with two values still tells its runs apart."""
+    for j, seed in enumerate([1, 2, 3]):
+        fake_run(tmp_path / f"r{j}", 1e-4, seed, slope=0.1)
+    for j in (1, 2):  # newer runs: model.activation exists, with one value
+        path = tmp_path / f"r{j}" / ".hydra" / "config.yaml"
+        cfg = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**cfg, "model": {"activation": "relu"}}))
+    runs = [load_run(tmp_path / f"r{j}") for j in range(3)]
+    (group,) = group_runs(runs)
+    assert len(group.runs) == 3 and "None" not in group.label and "activation" not in group.label
+    assert all("None" not in g.label for g in group_runs(runs, by="run"))
+
+    path = tmp_path / "r2" / ".hydra" / "config.yaml"
+    path.write_text(path.read_text().replace("activation: relu", "activation: elu"))
+    labels = sorted(g.label for g in group_runs([load_run(tmp_path / f"r{j}") for j in range(3)]))
+    assert labels == [
+        "a3c Pong model.activation=None",
+        "a3c Pong model.activation=elu",
+        "a3c Pong model.activation=relu",
+    ]
+
+
 @pytest.mark.parametrize("x", ["frames", "minutes", "episodes"])
 def test_figure_has_one_line_and_band_per_config(sweep, x):
     fig, groups = make_figure([sweep], x=x)
