@@ -77,10 +77,18 @@ class ConvEncoder(nn.Module):
         with torch.no_grad():
             self.out_dim = int(self.convs(torch.zeros(1, *obs_shape)).shape[1])
 
+    @property
+    def _layout(self) -> torch.memory_format:
+        first = self.convs[0].weight
+        cl = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+        return torch.channels_last if cl else torch.contiguous_format
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         kind = obs.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.float32
-        x = obs.to(dtype)
+        # the first conv's layout (channels-last where the owner chose it): converted once, here
+        layout = self._layout if obs.dim() == 4 else torch.preserve_format
+        x = obs.to(dtype, memory_format=layout)
         x = x.mul_(self.scale) if x is not obs else x * self.scale  # never scale the caller's
         return self.convs(x)
 
@@ -200,6 +208,8 @@ class ActorCritic(nn.Module):
             init_orthogonal(self.policy, gain=0.01)  # near-uniform initial policy
             if self.value is not None:
                 init_orthogonal(self.value, gain=1.0)
+        if isinstance(self.trunk, ConvTrunk):  # channels-last convolutions: faster on CPU (oneDNN)
+            self.trunk.encoder.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         features = self.trunk(obs)

@@ -74,6 +74,24 @@ def test_actor_critic_shapes_and_initial_policy_is_near_uniform():
     assert net.act(obs).shape == (3,)
 
 
+def test_actor_critic_conv_trunk_is_channels_last_and_computes_what_nchw_does():
+    net = ActorCritic(model_cfg(trunk="a3c"), ATARI, 6)
+    conv1 = net.trunk.encoder.convs[0]
+    assert conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv1.weight.is_contiguous()
+    nchw = ActorCritic(model_cfg(trunk="a3c"), ATARI, 6)
+    nchw.trunk.encoder.to(memory_format=torch.contiguous_format)
+    nchw.load_state_dict(net.state_dict())  # and a checkpoint moves between the two layouts
+    assert nchw.trunk.encoder.convs[0].weight.is_contiguous()
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    for a, b in zip(net(obs), nchw(obs), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    fresh = ActorCritic(model_cfg(trunk="a3c"), ATARI, 6)
+    fresh.load_state_dict(nchw.state_dict())
+    assert fresh.trunk.encoder.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fresh(obs)[0], nchw(obs)[0], rtol=1e-4, atol=1e-5)
+
+
 def test_uint8_is_scaled_inside():
     t = make_trunk(model_cfg(trunk="a3c"), ATARI)
     x = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
