@@ -108,7 +108,7 @@ class ModelConfig:
     mlp_layers: int = bounded(1, gt=0)  # mlp trunk: number of hidden layers
     # conv trunks: relu | leaky_relu (slope 0.01: a trunk that cannot die) | elu
     activation: str = one_of("relu", ("relu", "leaky_relu", "elu"))
-    bias: bool = True
+    bias: bool = True  # false: no biases in the trunk (convolutions included) or the policy head
     # orthogonal, or karpathy: N(0,1)/sqrt(fan_in), pg-pong's
     init: str = one_of("orthogonal", ("orthogonal", "karpathy"))
     # softmax, or sigmoid: two actions, P(first) = sigmoid(z), pg-pong's

@@ -63,6 +63,7 @@ class ConvEncoder(nn.Module):
         layers: list[tuple[int, int, int]],
         scale: float,
         activation: str = "relu",
+        bias: bool = True,
     ):
         super().__init__()
         convs: list[nn.Module] = []
@@ -70,7 +71,10 @@ class ConvEncoder(nn.Module):
         for out_ch, kernel, stride in layers:
             # in place: the conv's output is not needed for its backward, and each fresh
             # activation of a large batch is memory the update must fault in and clear again
-            convs += [nn.Conv2d(in_ch, out_ch, kernel, stride), ACTIVATIONS[activation]()]
+            convs += [
+                nn.Conv2d(in_ch, out_ch, kernel, stride, bias=bias),
+                ACTIVATIONS[activation](),
+            ]
             in_ch = out_ch
         self.convs = nn.Sequential(*convs, nn.Flatten())
         self.scale = scale
@@ -100,7 +104,7 @@ class ConvTrunk(nn.Module):
         self, obs_shape, layers, hidden: int, scale: float, bias: bool = True, activation="relu"
     ):
         super().__init__()
-        self.encoder = ConvEncoder(obs_shape, layers, scale, activation)
+        self.encoder = ConvEncoder(obs_shape, layers, scale, activation, bias)
         fc = nn.Linear(self.encoder.out_dim, hidden, bias=bias)
         self.fc = nn.Sequential(fc, ACTIVATIONS[activation]())
         self.out_dim = hidden

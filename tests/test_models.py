@@ -92,6 +92,17 @@ def test_actor_critic_conv_trunk_is_channels_last_and_computes_what_nchw_does():
     torch.testing.assert_close(fresh(obs)[0], nchw(obs)[0], rtol=1e-4, atol=1e-5)
 
 
+def test_model_bias_false_leaves_no_bias_in_a_conv_trunk_or_the_policy():
+    net = ActorCritic(model_cfg(trunk="a3c", bias=False), ATARI, 6)
+    layers = [m for m in net.trunk.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 3 and all(m.bias is None for m in layers)
+    assert net.policy.linear.bias is None
+    logits, value = net(torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8))
+    assert logits.shape == (2, 6) and value.shape == (2,)
+    with_bias = ActorCritic(model_cfg(trunk="a3c"), ATARI, 6)
+    assert all(m.bias is not None for m in with_bias.trunk.modules() if hasattr(m, "bias"))
+
+
 def test_uint8_is_scaled_inside():
     t = make_trunk(model_cfg(trunk="a3c"), ATARI)
     x = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
