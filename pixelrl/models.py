@@ -29,7 +29,8 @@ MLP_DEFAULT_HIDDEN = 200
 # model.activation of the conv trunks. A ReLU trunk can die: an update leaves every first-layer
 # unit negative on every frame, no gradient reaches it again, and the policy and value stop
 # depending on the screen for good (A3C Pong: 2 of the 11 runs checked, BENCHMARKS.md). A leaky
-# ReLU always passes a gradient back; ELU's gradient vanishes far below 0 as ReLU's does.
+# ReLU always passes a gradient back; ELU's gradient vanishes far below 0 as ReLU's does (an ELU
+# run's FC layer sat below 0 on every frame by 3M frames, seed 4, BENCHMARKS.md).
 ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
     "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
