@@ -523,10 +523,12 @@ batch = {"obs": torch.randint(0, 255, (n, 9, 84, 84), dtype=torch.uint8), "actio
 batch["next_obs"] = batch["obs"].clone()
 for _ in range(5):  # warm up: the heap grows to what an update needs
     agent.update(batch, 0.2)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+per_update = []
+for _ in range(9):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     agent.update(batch, 0.2)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    per_update.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(per_update)[len(per_update) // 2])  # the median update: the heap may still grow once
 """
 
 
@@ -541,5 +543,5 @@ def test_the_app_keeps_freed_memory_so_updates_do_not_page_fault():
         return int(out.stdout.split()[-1])
 
     default, app = faults("default"), faults("app")
-    assert default > 3 * 1000  # three updates, thousands of faults each
+    assert default > 1000  # thousands of faults in each update
     assert app < default / 10
