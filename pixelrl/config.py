@@ -240,6 +240,11 @@ class A3CConfig(ActorCriticConfig):
     max_grad_norm: float = bounded(0.5, ge=0)
     lock_optimizer: bool = True  # serialize step() so interleaved steps never mix statistics
     gae_lambda: float = bounded(1.0, le=1.0)
+    # dormant units (ReDo, pixelrl/dormant.py): every recycle_every updates of a worker, trunk units
+    # whose mean activation over its recent frames is <= recycle_tau x their layer's mean (0: units
+    # that never fire) get fresh incoming and zero outgoing weights. 0: never (a conv trunk only)
+    recycle_every: int = bounded(0, ge=0)
+    recycle_tau: float = bounded(0.0, le=1.0)
 
 
 @dataclass

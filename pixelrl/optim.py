@@ -36,6 +36,11 @@ class _Shared:
         """One shared-memory statistic per parameter, zero."""
         return [torch.zeros_like(p).share_memory_() for p in self.params]
 
+    def statistics(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`param`'s per-weight statistics by name (torch's state keys), for in-place edits."""
+        i = next(i for i, p in enumerate(self.params) if p is param)
+        return {name: getattr(self, name)[i] for name in self.STATISTICS}
+
 
 class SharedRMSprop(_Shared):
     """RMSProp: s <- a s + (1 - a) g^2, then in PyTorch's form (`form="torch"`) s starts at 0 and
@@ -43,6 +48,8 @@ class SharedRMSprop(_Shared):
     w <- w - lr g / sqrt(s + eps). PyTorch's first step is 10 lr per weight (s = 0.01 g^2), and a
     weight whose gradients stayed near 0 (a unit that rarely fires) moves by up to lr g / eps when
     they return; TensorFlow's warms up from small steps and caps |step| at lr |g| / sqrt(eps)."""
+
+    STATISTICS = ("square_avg",)
 
     def __init__(
         self, params, lr: float = 7e-4, alpha: float = 0.99, eps: float = 1e-5, form: str = "torch"
@@ -83,6 +90,8 @@ class SharedRMSprop(_Shared):
 
 class SharedAdam(_Shared):
     """Adam with shared first/second moments and a shared step count."""
+
+    STATISTICS = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr)

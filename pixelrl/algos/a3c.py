@@ -22,7 +22,9 @@ from omegaconf import OmegaConf
 
 from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.device import check_process_count, use_bf16
+from pixelrl.dormant import recycle_dormant
 from pixelrl.envs import EVAL, TRAIN, make_vector_env
+from pixelrl.errors import ConfigError
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
 from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
@@ -33,11 +35,14 @@ from pixelrl.workers import WorkerGroup, parent_alive, report_errors, worker_set
 TRACK_WEIGHT_CHANGE_EVERY = 25  # updates between measurements of the largest weight change
 WORKER_BYTES = 400 << 20  # a spawned worker imports torch and holds its envs: ~0.3-0.4 GiB
 WORKERS_PER_CPU = 4
+RECYCLE_SAMPLE = 25  # updates whose last observations make the sample a recycling check scores
 
 
 def check(cfg) -> None:
     """A3C's keys that the schema cannot judge alone: how many processes this machine holds."""
     check_process_count("algo.num_workers", cfg.algo.num_workers, WORKER_BYTES, WORKERS_PER_CPU)
+    if cfg.algo.recycle_every and cfg.model.trunk == "mlp":
+        raise ConfigError("algo.recycle_every needs a conv trunk (model.trunk=a3c|nature|drq)")
 
 
 def make_policy(cfg, obs_space, action_space) -> ActorCritic:
@@ -61,6 +66,8 @@ class Learner:
         self.bf16 = use_bf16(a.precision, torch.device("cpu"), cfg.model.trunk != "mlp")
         self.schedule = LinearLR(a, cfg.total_frames)
         self.updates = 0
+        self.recent_obs: list[torch.Tensor] = []  # for algo.recycle_every
+        self.recycled: list[int] = []
 
     def update(self, global_frames: int) -> dict:
         a = self.cfg.algo
@@ -82,13 +89,19 @@ class Learner:
         lr = self.schedule.apply(self.optimizer, global_frames)
         grads = [p.grad for p in self.net.parameters()]
         track = self.updates % TRACK_WEIGHT_CHANGE_EVERY == 0
+        recycle = self._recycle_sample()
         with self.lock or contextlib.nullcontext():
             change = self.optimizer.step(grads, track=track)
+            if recycle is not None:  # under the lock: no step interleaves with the edit
+                self.recycled = recycle_dormant(self.shared, recycle, self.optimizer, a.recycle_tau)
         self.updates += 1
         out = {k: float(v) for k, v in metrics.items()}
         out["lr"] = lr
         if track:
             out["max_weight_change"] = change
+        if recycle is not None:
+            for layer, n in enumerate(self.recycled):
+                out[f"recycled_units_{layer}"] = n
         return {
             "type": "update",
             "rank": self.rank,
@@ -96,6 +109,20 @@ class Learner:
             "episodes": episodes,
             "metrics": out,
         }
+
+    def _recycle_sample(self) -> torch.Tensor | None:
+        """The frames to score dormant units on when this update is a recycling one, else None;
+        keeps the last observations of the RECYCLE_SAMPLE updates before each such update."""
+        every = self.cfg.algo.recycle_every
+        if not every:
+            return None
+        due = (self.updates + 1) % every == 0
+        if (self.updates + 1) % every > every - RECYCLE_SAMPLE or due:
+            self.recent_obs.append(self.obs.clone())
+        if not due:
+            return None
+        sample, self.recent_obs = torch.cat(self.recent_obs), []
+        return sample
 
     def close(self) -> None:
         self.envs.close()
