@@ -52,7 +52,9 @@ def unit_scores(net: ActorCritic, obs: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def recycle_dormant(net: ActorCritic, obs: torch.Tensor, optimizer=None, tau: float = 0.0) -> list[int]:
+def recycle_dormant(
+    net: ActorCritic, obs: torch.Tensor, optimizer=None, tau: float = 0.0
+) -> list[int]:
     """Give every dormant unit of `net`'s trunk fresh incoming and zero outgoing weights, in place;
     returns how many units each layer recycled. With `tau=0` a unit is dormant when it is 0 on
     every observation of `obs`."""
