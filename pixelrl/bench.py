@@ -1,7 +1,7 @@
 """Throughput benchmarks: every algorithm next to its raw env, measured in the same run.
 
     python -m pixelrl.bench [which=a3c_pong,a2c_pong,...] [seconds=40] [device=cpu|cuda] [out=FILE.json]
-                            [replay_frames=100000]
+                            [replay_frames=100000] [args="..."] [ab="..." rounds=2]
 
 For each benchmark: first the *baseline*, the preprocessed env with the same settings, backend
 and number of envs stepped with random actions; then the real training command
@@ -9,6 +9,12 @@ and number of envs stepped with random actions; then the real training command
 `train/fps` lines of its metrics.jsonl after a warm-up. Figures are printed as ratios to the
 baseline, because machines are shared and noisy and only same-run ratios compare across them.
 Results are also written as JSON (default: bench_results/bench_<time>.json).
+`args="model.trunk=nature ..."` adds overrides to every benchmark's command (those of `env.` to
+its raw env too).
+
+`ab="algo.num_envs=4 ..."` makes each benchmark an A/B of one change: `rounds` rounds, each the
+raw env, then the command as it is (A) and with the `ab` overrides (B) back to back, in alternating
+order; it prints B's frames/s as a ratio to A's in the same round, and their median.
 
 `which=replay_memory` is DDPG's replay buffer instead: `replay_frames` frames of 3x84x84 (stack 3,
 rebuilt at sample time) filled in a fresh process, its RSS growth and peak as ratios to the raw
@@ -28,6 +34,7 @@ keeps that seed as a partial run marked `stopped` (left out of the summary), and
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -42,7 +49,7 @@ from pixelrl import tool_args
 from pixelrl.errors import ConfigError
 from pixelrl.machine import machine_info
 from pixelrl.raw_speed import raw_env_speed, raw_env_speed_processes
-from pixelrl.solve_bench import SOLVES, stop_command
+from pixelrl.solve_bench import SOLVES, extra_env, stop_command
 
 
 @dataclass
@@ -267,19 +274,59 @@ def training_speed(args: list[str], seconds: float, device: str, workdir: Path) 
     return out
 
 
-def run_bench(b: Bench, seconds: float, device: str) -> dict:
+def _raw(b: Bench, extra: list[str], seconds: float) -> dict:
+    """b's raw env, with the env overrides among `extra`."""
+    raw = raw_env_speed_processes if b.baseline == "processes" else raw_env_speed
+    return raw([*b.baseline_args, *extra_env(extra)], b.baseline_envs, max(5.0, seconds / 3))
+
+
+def _train(b: Bench, args: list[str], seconds: float, device: str, baseline: dict) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"pixelrl-bench-{b.name}-") as tmp:
+        train = training_speed(args, seconds, device, Path(tmp))
+    train["steps_per_s"] = train["frames_per_s"] / baseline["frames_per_step"]
+    return train
+
+
+def run_bench(b: Bench, seconds: float, device: str, extra: list[str] = ()) -> dict:
+    args = [*b.args, *extra]
     result: dict = {
         "name": b.name,
         "what": b.what,
-        "command": "python -m pixelrl " + " ".join(b.args),
+        "command": "python -m pixelrl " + " ".join(args),
     }
-    raw = raw_env_speed_processes if b.baseline == "processes" else raw_env_speed
-    result["baseline"] = raw(b.baseline_args, b.baseline_envs, max(5.0, seconds / 3))
-    with tempfile.TemporaryDirectory(prefix=f"pixelrl-bench-{b.name}-") as tmp:
-        result["train"] = training_speed(b.args, seconds, device, Path(tmp))
-    fps_step = result["baseline"]["frames_per_step"]
-    result["train"]["steps_per_s"] = result["train"]["frames_per_s"] / fps_step
+    result["baseline"] = _raw(b, extra, seconds)
+    result["train"] = _train(b, args, seconds, device, result["baseline"])
     result["ratio"] = result["train"]["frames_per_s"] / result["baseline"]["frames_per_s"]
+    return result
+
+
+def run_ab(
+    b: Bench, change: list[str], rounds: int, seconds: float, device: str, extra: list[str] = ()
+) -> dict:
+    """b's command (A) against it with `change` (B), `rounds` times back to back; each round
+    measures the raw env first (B's too where `change` changes the env), and the arms take turns
+    going first, so that a machine slowing down or speeding up favours neither."""
+    a_args = [*b.args, *extra]
+    b_args = [*a_args, *change]
+    result: dict = {
+        "name": b.name,
+        "what": b.what,
+        "command": "python -m pixelrl " + " ".join(a_args),
+        "ab": change,
+        "rounds": [],
+    }
+    key = "steps_per_s" if b.unit == "steps" else "frames_per_s"
+    for i in range(rounds):
+        r: dict = {"baseline": _raw(b, extra, seconds)}
+        if extra_env(change):
+            r["baseline_b"] = _raw(b, [*extra, *change], seconds)
+        for arm in ("a", "b") if i % 2 == 0 else ("b", "a"):
+            raw = r.get("baseline_b", r["baseline"]) if arm == "b" else r["baseline"]
+            r[arm] = _train(b, a_args if arm == "a" else b_args, seconds, device, raw)
+        r["b_over_a"] = r["b"][key] / r["a"][key]
+        result["rounds"].append(r)
+        print(format_round(b, r, i, rounds), flush=True)
+    result["b_over_a"] = float(np.median([r["b_over_a"] for r in result["rounds"]]))
     return result
 
 
@@ -365,6 +412,25 @@ def format_result(r: dict, unit: str) -> str:
     return line
 
 
+def format_round(b: Bench, r: dict, i: int, rounds: int) -> str:
+    key, unit = ("steps_per_s", "steps") if b.unit == "steps" else ("frames_per_s", "frames")
+    raw = f"raw env {r['baseline'][key]:,.0f}"
+    if "baseline_b" in r:
+        raw += f" (B's {r['baseline_b'][key]:,.0f})"
+    return (
+        f"{b.name:<{NAME_WIDTH}} round {i + 1}/{rounds}: A {r['a'][key]:,.0f} | B {r['b'][key]:,.0f} "
+        f"{unit}/s = {r['b_over_a']:.2f} x A | {raw} {unit}/s"
+    )
+
+
+def format_ab(r: dict) -> str:
+    ratios = " / ".join(f"{x['b_over_a']:.2f}" for x in r["rounds"])
+    return (
+        f"{r['name']:<{NAME_WIDTH}} B ({' '.join(r['ab'])}) = {r['b_over_a']:.2f} x A "
+        f"(median of {ratios})"
+    )
+
+
 def solve_main(name: str, opts: dict) -> int:
     """which=pong_solve: the time-to-solve benchmark over seeds (pixelrl/solve_bench.py)."""
     from pixelrl import solve_bench
@@ -420,11 +486,13 @@ def main(argv: list[str] | None = None) -> int:
         "device": "cpu",
         "out": "",
         "replay_frames": "100000",
+        "args": "",  # extra overrides for every benchmark's command
+        "ab": "",  # a change to measure against the command as it is
+        "rounds": "2",
         # time-to-solve benchmarks (which=pong_solve)
         "seeds": "1,2,3,4,5",
         "minutes": "60",
         "raw_seconds": "30",
-        "args": "",
     }
     # SIGTERM stops a benchmark as Ctrl-C does: its running command is stopped too, and a
     # time-to-solve benchmark keeps what it measured so far
@@ -442,6 +510,32 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _overrides(opts: dict[str, str], key: str) -> list[str]:
+    try:
+        found = shlex.split(opts[key])
+    except ValueError as e:
+        raise ConfigError(f"{key}={opts[key]!r}: {e}") from None
+    bad = [o for o in found if "=" not in o and not o.startswith("~")]
+    if bad:
+        raise ConfigError(f"{key}= takes overrides like algo.num_envs=4, not {bad[0]!r}")
+    return found
+
+
+def _check_command(name: str, args: list[str]) -> None:
+    from pixelrl import compose_config
+    from pixelrl.__main__ import hydra_error_line
+
+    try:
+        compose_config(args)
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    except Exception as e:  # Hydra's and OmegaConf's composition errors
+        line = hydra_error_line(e)
+        if line is None:
+            raise
+        raise ConfigError(f"{name}: {line}") from None
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -456,18 +550,35 @@ def _run(opts: dict[str, str]) -> int:
     if any(n in SOLVES for n in names):
         if len(names) > 1:
             raise ConfigError("a time-to-solve benchmark runs alone")
+        if opts["ab"]:
+            raise ConfigError("ab= is for throughput benchmarks; run a time-to-solve one per arm")
         return solve_main(names[0], opts)
     seconds = tool_args.number(opts, "seconds", float, 0, above=True)
     replay_frames = tool_args.number(opts, "replay_frames", int, 1000)
+    rounds = tool_args.number(opts, "rounds", int, 1)
+    extra, change = _overrides(opts, "args"), _overrides(opts, "ab")
+    if change and MEMORY in names:
+        raise ConfigError(f"ab= compares training commands; {MEMORY} runs none")
+    for name in names:  # a typo in args= or ab= fails now, not after the first measurements
+        if name != MEMORY and (extra or change):
+            _check_command(name, [*BENCHES[name].args, *extra, *change])
     device = opts["device"]
     info = machine_info(device)
     print(
-        f"pixelrl.bench | {info['cpus']} CPUs | torch {info['torch']} ({info['torch_threads']} threads) | "
+        f"pixelrl.bench | {info['cpu']} | {info['cpus']} CPUs | torch {info['torch']} ({info['torch_threads']} threads) | "
         f"device {device}{' (' + info['gpu'] + ')' if 'gpu' in info else ''} | commit {info.get('commit', '?')}"
     )
-    print(
-        f"each benchmark: raw env with random actions, then {seconds:g}s of real training; ratio = train / raw"
-    )
+    if change:
+        print(
+            f"each benchmark: {rounds} round(s) of the raw env with random actions, then {seconds:g}s "
+            f"of real training as it is (A) and with {' '.join(change)} (B), taking turns"
+        )
+    else:
+        print(
+            f"each benchmark: raw env with random actions, then {seconds:g}s of real training; ratio = train / raw"
+        )
+    if extra:
+        print(f"  extra overrides: {' '.join(extra)}")
     results = []
     for name in names:
         if name == MEMORY:
@@ -485,16 +596,23 @@ def _run(opts: dict[str, str]) -> int:
             print(f"{name:<{NAME_WIDTH}} skipped: A3C workers run on the CPU by design")
             continue
         try:
-            r = run_bench(b, seconds, device)
+            if change:
+                r = run_ab(b, change, rounds, seconds, device, extra)
+            else:
+                r = run_bench(b, seconds, device, extra)
         except Exception as e:  # one broken benchmark must not hide the others
             print(f"{name:<{NAME_WIDTH}} FAILED: {e}")
             results.append({"name": name, "error": str(e)})
             continue
         results.append(r)
-        print(format_result(r, b.unit), flush=True)
+        print(format_ab(r) if change else format_result(r, b.unit), flush=True)
     out = Path(opts["out"] or f"bench_results/bench_{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": info, "seconds": seconds, "results": results}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"machine": info, "seconds": seconds, "args": extra, "results": results}, indent=1
+        )
+    )
     print(f"results: {out}")
     return 1 if any("error" in r for r in results) else 0
 

@@ -47,6 +47,55 @@ def test_bench_rejects_unknown_benchmark():
     assert proc.returncode == 2 and "unknown benchmark 'nope'" in proc.stderr
 
 
+def test_an_ab_benchmark_takes_turns_and_reports_b_against_a(tmp_path, monkeypatch, capsys):
+    """ab=: each round the raw env (and B's, for an env change), then A and B back to back, the
+    arms taking turns to go first; B's frames/s as a ratio to A's of the same round."""
+    from pixelrl import bench
+
+    calls, b_speeds = [], iter([200.0, 300.0, 600.0])
+
+    def raw(overrides, envs, seconds):
+        calls.append("raw_b" if "env.resolution=64" in overrides else "raw")
+        return {"frames_per_s": 1000.0, "frames_per_step": 4}
+
+    def train(args, seconds, device, workdir):
+        assert "algo.lr=1e-3" in args  # args= reaches both arms
+        arm = "b" if args[-2:] == ["algo.num_envs=4", "env.resolution=64"] else "a"
+        calls.append(arm)
+        return {"frames_per_s": next(b_speeds) if arm == "b" else 400.0}
+
+    monkeypatch.setattr(bench, "raw_env_speed", raw)
+    monkeypatch.setattr(bench, "training_speed", train)
+    out = tmp_path / "ab.json"
+    argv = ["which=a3c_pong", "ab=algo.num_envs=4 env.resolution=64", "rounds=3", "seconds=1"]
+    assert bench.main([*argv, "args=algo.lr=1e-3", f"out={out}"]) == 0
+    assert calls == ["raw", "raw_b", "a", "b", "raw", "raw_b", "b", "a", "raw", "raw_b", "a", "b"]
+    (r,) = json.loads(out.read_text())["results"]
+    assert [x["b_over_a"] for x in r["rounds"]] == [0.5, 0.75, 1.5]
+    assert r["b_over_a"] == 0.75 and r["ab"] == ["algo.num_envs=4", "env.resolution=64"]
+    printed = capsys.readouterr().out
+    assert "round 2/3: A 400 | B 300 frames/s = 0.75 x A" in printed
+    assert "= 0.75 x A (median of 0.50 / 0.75 / 1.50)" in printed
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["which=catch", "ab=algo.num_envs=abc"], "num_envs"),
+        (["which=catch", "ab=num_envs"], "ab= takes overrides like"),
+        (["which=catch", "args=model.nope=1"], "nope"),
+        (["which=replay_memory", "ab=algo.num_envs=4"], "runs none"),
+        (["which=catch", "ab=algo.num_envs=4", "rounds=0"], "rounds="),
+    ],
+)
+def test_a_bad_ab_or_args_is_a_one_line_error_before_anything_runs(argv, message, capsys):
+    from pixelrl import bench
+
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
 def test_bench_replay_memory_reports_ratios(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
