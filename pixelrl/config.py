@@ -245,6 +245,9 @@ class A3CConfig(ActorCriticConfig):
     # that never fire) get fresh incoming and zero outgoing weights. 0: never (a conv trunk only)
     recycle_every: int = bounded(0, ge=0)
     recycle_tau: float = bounded(0.0, le=1.0)
+    # units: every dormant unit (ReDo) | dead_layers: only a layer that is dead as a whole (fewer
+    # than 0.1% of its outputs above 0 on those frames), all its units: a live trunk is untouched
+    recycle_scope: str = one_of("units", ("units", "dead_layers"))
 
 
 @dataclass

@@ -35,12 +35,18 @@ def _layers(net: ActorCritic) -> list[tuple[nn.Module, nn.Module, list[nn.Module
     return [(layer, act, r) for (layer, act), r in zip(chain, readers)]
 
 
+# a layer with fewer of its outputs above 0 than this is dead (it no longer sees the screen): the
+# dead A3C Pong trunks showed 0.0001-0.0002 (BENCHMARKS.md), live ones 0.05-0.13, a fresh one ~0.5
+DEAD_FRACTION = 1e-3
+
+
 @torch.no_grad()
-def unit_scores(net: ActorCritic, obs: torch.Tensor) -> list[torch.Tensor]:
-    """Each trunk layer's mean |activation| per unit (per channel for a conv) over `obs`."""
+def activity(net: ActorCritic, obs: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
+    """For each trunk layer over `obs`: its units' mean |activation| (per channel for a conv) and
+    the fraction of its outputs above 0."""
     outs: list[torch.Tensor] = []
     hooks = [
-        act.register_forward_hook(lambda _m, _i, out: outs.append(out.detach().float().abs()))
+        act.register_forward_hook(lambda _m, _i, out: outs.append(out.detach().float()))
         for _, act, _ in _layers(net)
     ]
     try:
@@ -48,19 +54,29 @@ def unit_scores(net: ActorCritic, obs: torch.Tensor) -> list[torch.Tensor]:
     finally:
         for h in hooks:
             h.remove()
-    return [h.mean(dim=(0, 2, 3)) if h.dim() == 4 else h.mean(0) for h in outs]
+    dims = lambda h: (0, 2, 3) if h.dim() == 4 else 0  # noqa: E731
+    return [(h.abs().mean(dim=dims(h)), float((h > 0).float().mean())) for h in outs]
+
+
+def unit_scores(net: ActorCritic, obs: torch.Tensor) -> list[torch.Tensor]:
+    """Each trunk layer's mean |activation| per unit (per channel for a conv) over `obs`."""
+    return [score for score, _ in activity(net, obs)]
 
 
 @torch.no_grad()
 def recycle_dormant(
-    net: ActorCritic, obs: torch.Tensor, optimizer=None, tau: float = 0.0
+    net: ActorCritic, obs: torch.Tensor, optimizer=None, tau: float = 0.0, scope: str = "units"
 ) -> list[int]:
     """Give every dormant unit of `net`'s trunk fresh incoming and zero outgoing weights, in place;
     returns how many units each layer recycled. With `tau=0` a unit is dormant when it is 0 on
-    every observation of `obs`."""
+    every observation of `obs`. With `scope="dead_layers"` only a dead layer (fewer than
+    DEAD_FRACTION of its outputs above 0 on `obs`) is recycled, all of its units: a live trunk is
+    never touched."""
     counts = []
-    for (layer, _, readers), score in zip(_layers(net), unit_scores(net, obs)):
-        if tau > 0:
+    for (layer, _, readers), (score, active) in zip(_layers(net), activity(net, obs)):
+        if scope == "dead_layers":
+            dormant = torch.full_like(score, active < DEAD_FRACTION, dtype=torch.bool)
+        elif tau > 0:
             dormant = score <= tau * score.mean()
         else:
             dormant = score <= 0

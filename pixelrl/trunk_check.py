@@ -23,15 +23,13 @@ import torch
 from torch import nn
 
 from pixelrl import tool_args
+from pixelrl.dormant import DEAD_FRACTION
 from pixelrl.models import ACTIVATIONS
 
 ACTIVATION_TYPES = tuple({type(make()) for make in ACTIVATIONS.values()})  # model.activation's
 USAGE = (
     "usage: python -m pixelrl.trunk_check <checkpoint or run dir> [steps=300] [every=10] [seed=0]"
 )
-# a first layer with fewer of its outputs above 0 than this no longer sees the screen: the dead
-# A3C Pong trunk showed 0.0002 (BENCHMARKS.md), live ones 0.05-0.13, a fresh one about 0.5
-DEAD_FRACTION = 1e-3
 
 
 def observations(cfg, steps: int, every: int, seed: int) -> np.ndarray:

@@ -44,6 +44,7 @@ BAD_INPUTS = [
         ["algo=a3c", "env=Catch", "algo.recycle_every=100"],
         "algo.recycle_every needs a conv trunk",
     ),
+    (["algo=a3c", "algo.recycle_scope=layers"], "algo.recycle_scope"),
 ]
 
 

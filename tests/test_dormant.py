@@ -84,6 +84,18 @@ def test_a_dead_trunk_comes_back_to_life():
     assert all(float(s) > 0 for s in unit_scores(net, obs)[0])
 
 
+def test_the_dead_layers_scope_leaves_a_live_trunk_alone_and_revives_a_dead_one():
+    net, obs = a3c_net(), frames()
+    kill_conv1_channel(net, 3)  # one dormant channel: the layer lives
+    before = [p.detach().clone() for p in net.parameters()]
+    assert recycle_dormant(net, obs, scope="dead_layers") == [0, 0, 0]
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    for c in range(16):
+        kill_conv1_channel(net, c)
+    assert recycle_dormant(net, obs, scope="dead_layers")[0] == 16
+    assert all(float(s) > 0 for s in unit_scores(net, obs)[0])
+
+
 def test_a_tau_recycles_the_weakest_units_only():
     net, obs = a3c_net(), frames()
     scores = unit_scores(net, obs)[0]

@@ -93,7 +93,9 @@ class Learner:
         with self.lock or contextlib.nullcontext():
             change = self.optimizer.step(grads, track=track)
             if recycle is not None:  # under the lock: no step interleaves with the edit
-                self.recycled = recycle_dormant(self.shared, recycle, self.optimizer, a.recycle_tau)
+                self.recycled = recycle_dormant(
+                    self.shared, recycle, self.optimizer, a.recycle_tau, a.recycle_scope
+                )
         self.updates += 1
         out = {k: float(v) for k, v in metrics.items()}
         out["lr"] = lr
