@@ -54,8 +54,10 @@ def activity(net: ActorCritic, obs: torch.Tensor) -> list[tuple[torch.Tensor, fl
     finally:
         for h in hooks:
             h.remove()
-    dims = lambda h: (0, 2, 3) if h.dim() == 4 else 0  # noqa: E731
-    return [(h.abs().mean(dim=dims(h)), float((h > 0).float().mean())) for h in outs]
+    return [
+        (h.abs().mean(dim=(0, 2, 3) if h.dim() == 4 else 0), float((h > 0).float().mean()))
+        for h in outs
+    ]
 
 
 def unit_scores(net: ActorCritic, obs: torch.Tensor) -> list[torch.Tensor]:
