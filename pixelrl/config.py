@@ -240,14 +240,15 @@ class A3CConfig(ActorCriticConfig):
     max_grad_norm: float = bounded(0.5, ge=0)
     lock_optimizer: bool = True  # serialize step() so interleaved steps never mix statistics
     gae_lambda: float = bounded(1.0, le=1.0)
-    # dormant units (ReDo, pixelrl/dormant.py): every recycle_every updates of a worker, trunk units
-    # whose mean activation over its recent frames is <= recycle_tau x their layer's mean (0: units
-    # that never fire) get fresh incoming and zero outgoing weights. 0: never (a conv trunk only)
-    recycle_every: int = bounded(0, ge=0)
+    # dead and dormant trunk units (pixelrl/dormant.py): every recycle_every updates of a worker
+    # (0: never), recycle_scope=dead_layers gives every unit of a trunk layer that is dead as a whole
+    # (fewer than 0.1% of its outputs above 0 on its recent frames) fresh incoming and zero outgoing
+    # weights; a live trunk is untouched. A dead A3C Pong trunk came back and solved (BENCHMARKS.md).
+    # units (ReDo): every unit whose mean activation is <= recycle_tau x its layer's mean (0: units
+    # that never fire), dead layer or not; it kept Pong's trunk rich but did not solve sooner
+    recycle_every: int = bounded(500, ge=0)
     recycle_tau: float = bounded(0.0, le=1.0)
-    # units: every dormant unit (ReDo) | dead_layers: only a layer that is dead as a whole (fewer
-    # than 0.1% of its outputs above 0 on those frames), all its units: a live trunk is untouched
-    recycle_scope: str = one_of("units", ("units", "dead_layers"))
+    recycle_scope: str = one_of("dead_layers", ("units", "dead_layers"))
 
 
 @dataclass

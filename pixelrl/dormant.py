@@ -9,6 +9,8 @@ every so many updates, score each unit by its mean activation over a batch of re
 observations, and for a unit whose score is at most `tau` x its layer's mean score, draw fresh
 incoming weights (the layer's initial distribution, bias 0) and set its outgoing weights to 0, so
 the network computes exactly what it did before and the unit can learn from there.
+A3C's default is narrower (`algo.recycle_scope=dead_layers`): only a layer that is dead as a whole
+is recycled, so a live trunk is never touched and only a run the dead trunk would lose changes.
 
 The optimizer's statistics of the fresh incoming weights are reset too: a dormant unit's
 squared-gradient average has decayed towards 0, and RMSProp's step lr g / (sqrt(s) + eps) would
@@ -22,14 +24,19 @@ import math
 import torch
 from torch import nn
 
-from pixelrl.models import ActorCritic
+from pixelrl.models import ActorCritic, MLPTrunk
 
 
 def _layers(net: ActorCritic) -> list[tuple[nn.Module, nn.Module, list[nn.Module]]]:
-    """(layer, its activation module, the layers that read its units) along a conv trunk."""
-    convs = net.trunk.encoder.convs
-    chain = [(m, convs[i + 1]) for i, m in enumerate(convs) if isinstance(m, nn.Conv2d)]
-    chain.append((net.trunk.fc[0], net.trunk.fc[1]))
+    """(layer, its activation module, the layers that read its units) along the trunk: a conv
+    trunk's convolutions and FC layer, or an mlp trunk's Linear layers."""
+    if isinstance(net.trunk, MLPTrunk):
+        mods = net.trunk.net
+        chain = [(m, mods[i + 1]) for i, m in enumerate(mods) if isinstance(m, nn.Linear)]
+    else:
+        convs = net.trunk.encoder.convs
+        chain = [(m, convs[i + 1]) for i, m in enumerate(convs) if isinstance(m, nn.Conv2d)]
+        chain.append((net.trunk.fc[0], net.trunk.fc[1]))
     heads = [net.policy.linear] + ([net.value.linear] if net.value is not None else [])
     readers = [[layer] for layer, _ in chain[1:]] + [heads]
     return [(layer, act, r) for (layer, act), r in zip(chain, readers)]
@@ -72,12 +79,13 @@ def recycle_dormant(
     """Give every dormant unit of `net`'s trunk fresh incoming and zero outgoing weights, in place;
     returns how many units each layer recycled. With `tau=0` a unit is dormant when it is 0 on
     every observation of `obs`. With `scope="dead_layers"` only a dead layer (fewer than
-    DEAD_FRACTION of its outputs above 0 on `obs`) is recycled, all of its units: a live trunk is
-    never touched."""
+    DEAD_FRACTION of its outputs above 0 on `obs`, a ReLU layer only) is recycled, all of its
+    units: a live trunk is never touched."""
     counts = []
-    for (layer, _, readers), (score, active) in zip(_layers(net), activity(net, obs)):
-        if scope == "dead_layers":
-            dormant = torch.full_like(score, active < DEAD_FRACTION, dtype=torch.bool)
+    for (layer, act, readers), (score, active) in zip(_layers(net), activity(net, obs)):
+        if scope == "dead_layers":  # a leaky ReLU or ELU layer below 0 still passes gradients
+            dead = active < DEAD_FRACTION and isinstance(act, nn.ReLU)
+            dormant = torch.full_like(score, dead, dtype=torch.bool)
         elif tau > 0:
             dormant = score <= tau * score.mean()
         else:

@@ -40,10 +40,6 @@ BAD_INPUTS = [
     (["env=atari"], "env.game is required"),
     (["env=atari", "env.game=zelda"], "env.game='zelda' is not an ALE ROM id"),
     (["foo=1"], "unknown config key 'foo'"),
-    (
-        ["algo=a3c", "env=Catch", "algo.recycle_every=100"],
-        "algo.recycle_every needs a conv trunk",
-    ),
     (["algo=a3c", "algo.recycle_scope=layers"], "algo.recycle_scope"),
 ]
 

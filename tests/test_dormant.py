@@ -96,6 +96,61 @@ def test_the_dead_layers_scope_leaves_a_live_trunk_alone_and_revives_a_dead_one(
     assert all(float(s) > 0 for s in unit_scores(net, obs)[0])
 
 
+def test_a_dead_mlp_layer_comes_back_to_life():
+    """The mlp trunk (Catch's): a dead first layer, and the layer above it that only reads it, are
+    recycled as wholes; the network computes what it did, and the first layer fires again."""
+    from pixelrl.envs import TRAIN, make_vector_env
+
+    cfg = compose_config(["algo=a3c", "env=Catch", "model.mlp_layers=2"])
+    envs = make_vector_env(cfg.env, 8, mode=TRAIN, num_threads=1)
+    obs = torch.as_tensor(envs.reset(seed=0)[0])
+    torch.manual_seed(0)
+    net = ActorCritic(cfg.model, envs.single_observation_space, envs.single_action_space.n)
+    envs.close()
+    assert recycle_dormant(net, obs, scope="dead_layers") == [0, 0]
+    first = net.trunk.net[1]
+    with torch.no_grad():
+        first.weight.copy_(-first.weight.abs())
+        first.bias.fill_(-1.0)
+        logits, value = net(obs)
+    assert float(unit_scores(net, obs)[0].sum()) == 0.0
+    hidden = first.out_features
+    assert recycle_dormant(net, obs, scope="dead_layers") == [hidden, hidden]
+    assert float((unit_scores(net, obs)[0] > 0).float().mean()) > 0.25
+    with torch.no_grad():
+        logits2, value2 = net(obs)
+    torch.testing.assert_close(logits2, logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(value2, value, rtol=0, atol=1e-6)
+
+
+def test_a_live_run_is_the_same_with_and_without_dead_layer_checks(cli, tmp_path):
+    """The A3C default checks for dead layers every 500 updates; on a run whose trunk lives, it
+    must compute exactly what a run without the checks does."""
+    runs = {}
+    for every in (0, 3):
+        cli(
+            "algo=a3c",
+            "env=Catch",
+            "algo.num_workers=0",
+            f"algo.recycle_every={every}",
+            "total_frames=3000",
+            "logger.fps_every_s=0",  # losses logged after every update
+            "eval.every_frames=0",
+            "eval.final=false",
+            *FAST,
+            f"hydra.run.dir=run{every}",
+            check=True,
+        )
+        rows = [r for r in metrics(tmp_path / f"run{every}") if "losses/policy_loss" in r]
+        runs[every] = rows
+    assert len(runs[3]) == len(runs[0]) >= 2
+    checked = [r["losses/recycled_units_0"] for r in runs[3] if "losses/recycled_units_0" in r]
+    assert checked and all(n == 0 for n in checked)
+    for a, b in zip(runs[0], runs[3]):
+        for key in ("losses/policy_loss", "losses/value_loss", "losses/entropy"):
+            assert a[key] == b[key], key
+
+
 def test_a_tau_recycles_the_weakest_units_only():
     net, obs = a3c_net(), frames()
     scores = unit_scores(net, obs)[0]
@@ -114,6 +169,7 @@ def test_an_a3c_run_recycles_and_logs_it(cli, tmp_path):
         "env=Pong",
         "algo.num_workers=0",
         "algo.recycle_every=5",
+        "algo.recycle_scope=units",
         "total_frames=4000",
         "eval.every_frames=0",
         "eval.final=false",

@@ -24,7 +24,6 @@ from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.device import check_process_count, use_bf16
 from pixelrl.dormant import recycle_dormant
 from pixelrl.envs import EVAL, TRAIN, make_vector_env
-from pixelrl.errors import ConfigError
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
 from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
@@ -41,8 +40,6 @@ RECYCLE_SAMPLE = 25  # updates whose last observations make the sample a recycli
 def check(cfg) -> None:
     """A3C's keys that the schema cannot judge alone: how many processes this machine holds."""
     check_process_count("algo.num_workers", cfg.algo.num_workers, WORKER_BYTES, WORKERS_PER_CPU)
-    if cfg.algo.recycle_every and cfg.model.trunk == "mlp":
-        raise ConfigError("algo.recycle_every needs a conv trunk (model.trunk=a3c|nature|drq)")
 
 
 def make_policy(cfg, obs_space, action_space) -> ActorCritic:
