@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -73,6 +74,48 @@ def compose_config(overrides: list[str] | None = None, check: bool = True) -> Di
     if check:
         check_config(cfg)
     return cfg
+
+
+def _first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+_EXPECTED = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
+
+
+def hydra_error_line(exc: BaseException) -> str | None:
+    """A one-line message for Hydra/OmegaConf composition errors (None: not one of those)."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException, ValidationError
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        return f"unknown {group} {option!r}; choose one of: {', '.join(exc.options or [])}"
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None) or ""
+    if isinstance(cause, ConfigAttributeError) and key:
+        return f"unknown config key {key!r} (python -m pixelrl --help lists the options)"
+    if isinstance(cause, ValidationError) and key:
+        # OmegaConf names the type it wanted only in its message
+        m = re.search(r"could not be converted to (\w+)|is not a valid (bool)", cause.msg or "")
+        target = (m.group(1) or "Boolean") if m else None
+        if target:
+            kind = _EXPECTED.get(target, target)
+            return f"{key}={cause.value!r} is not valid: expected {kind}"
+    m = re.search(r"An item is already at '([^']+)'", str(exc))  # Hydra's '+key=' on a key
+    if m:
+        return f"{m.group(1)} already exists; drop the '+' to override it"
+    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        line = _first_line(str(exc))
+        if cause is not None and _first_line(str(cause)):
+            line = (
+                f"{key}: {_first_line(str(cause))}" if key else f"{line}: {_first_line(str(cause))}"
+            )
+        return line
+    return None
 
 
 def _hydra_context():

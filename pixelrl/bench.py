@@ -523,7 +523,7 @@ def _overrides(opts: dict[str, str], key: str) -> list[str]:
 
 def _check_command(name: str, args: list[str]) -> None:
     from pixelrl import compose_config
-    from pixelrl.__main__ import hydra_error_line
+    from pixelrl.app import hydra_error_line
 
     try:
         compose_config(args)
