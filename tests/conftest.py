@@ -23,8 +23,17 @@ FAST = [
 ]
 
 
+# a hang guard, not a speed check: DDPG's Reach runs take ~30 s alone on 2 cores but went past
+# 240 s with three test suites sharing the 2 cores (2026-12-03, AMD EPYC)
+CLI_TIMEOUT_S = 600
+
+
 def run_cli(
-    *args: str, cwd: Path, timeout: float = 240, check: bool = False, env: dict | None = None
+    *args: str,
+    cwd: Path,
+    timeout: float = CLI_TIMEOUT_S,
+    check: bool = False,
+    env: dict | None = None,
 ):
     """`python -m pixelrl <args>` in `cwd`; returns the CompletedProcess."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
