@@ -14,7 +14,7 @@ process plays whole episodes with a numpy copy of it and differentiates them its
   empty difference frames), then computes the episode's Psi (reward-to-go, reset on reward,
   standardized per episode, ...) and its gradient, and adds it to the shared gradient buffer,
   pg-pong's grad_buffer;
-- the learner waits for the batch, hands the summed gradient to its torch optimizer (the same
+- the learner waits for the batch, hands the summed gradient to its optimizer (the same
   RMSProp step as the batched path) and publishes the new weights.
 
 With one worker per episode of a batch (10 processes on 2 cores) the OS shares the cores among

@@ -1,7 +1,13 @@
 """Optimizers and the learning-rate schedule, built in one place for every algorithm.
 
-`make_optimizer(algo_cfg, params)` gives torch's RMSprop / Adam, or, for A3C, an optimizer whose
-statistics live in shared memory. `LinearLR` is `algo.lr_decay`; every algorithm applies it the
+`make_optimizer(algo_cfg, params)` gives RMSprop / Adam, or, for A3C, an optimizer whose
+statistics live in shared memory.
+
+RMSprop and Adam are torch.optim's, step for step (the same tensor operations in the same order,
+checked for equal weights in tests/test_optim.py; the same state_dict layout, so checkpoints
+written with torch.optim load), written here because torch.optim's first use (its constructor)
+imports torch._dynamo: about 1.7 s of CPU at the start of every run and every evaluation on a
+2-core EPYC, longer than importing torch itself. `LinearLR` is `algo.lr_decay`; every algorithm applies it the
 same way: `schedule.apply(optimizer, frames)` just before `optimizer.step(...)`.
 
 Shared optimizers (Hogwild A3C). A3C paper, Supp. 8: RMSProp with statistics g shared across threads was the most robust. Both
@@ -133,6 +139,118 @@ class SharedAdam(_Shared):
         self.steps.copy_(state["steps"])
 
 
+class _Local:
+    """One parameter group, updated from each parameter's `.grad`, with torch.optim's interface:
+    `param_groups[0]["lr"]` (set by the schedule), `state[param]` (per-weight statistics and a
+    step count), `zero_grad()`, `step()`, `state_dict()` / `load_state_dict()`."""
+
+    STATISTICS: tuple[str, ...] = ()
+
+    def __init__(self, params, **hyper):
+        self.param_groups = [{"params": list(params), **hyper}]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.param_groups[0]["params"]:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.detach_().zero_()
+
+    def _with_grads(self):
+        """(group, params that have a gradient, their grads, their states), states made on first use."""
+        group = self.param_groups[0]
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if p not in self.state:
+                self.state[p] = {"step": torch.tensor(0.0)}
+                for name in self.STATISTICS:
+                    self.state[p][name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        states = [self.state[p] for p in params]
+        for st in states:
+            st["step"] += 1
+        return group, params, [p.grad for p in params], states
+
+    def state_dict(self) -> dict:
+        group = self.param_groups[0]
+        index = {id(p): i for i, p in enumerate(group["params"])}
+        hyper = {k: v for k, v in group.items() if k != "params"}
+        return {
+            "state": {index[id(p)]: dict(st) for p, st in self.state.items()},
+            "param_groups": [{**hyper, "params": list(range(len(index)))}],
+        }
+
+    def load_state_dict(self, saved: dict) -> None:
+        group, (saved_group,) = self.param_groups[0], saved["param_groups"]
+        params = group["params"]
+        if len(saved_group["params"]) != len(params):
+            raise ValueError(
+                f"{len(saved_group['params'])} parameters saved, this network has {len(params)}"
+            )
+        state = {}
+        for i, st in saved["state"].items():
+            p = params[saved_group["params"].index(int(i))]
+            state[p] = {"step": torch.tensor(float(st["step"]))}
+            for name in self.STATISTICS:
+                if st[name].shape != p.shape:
+                    raise ValueError(
+                        f"{name} of shape {tuple(st[name].shape)} for a weight of {tuple(p.shape)}"
+                    )
+                state[p][name] = st[name].to(device=p.device, dtype=p.dtype, copy=True)
+        self.state = state
+        group.update({k: saved_group[k] for k in group if k != "params" and k in saved_group})
+
+
+class RMSprop(_Local):
+    """torch.optim.RMSprop without momentum or centering: s <- alpha s + (1 - alpha) g^2,
+    w <- w - lr g / (sqrt(s) + eps)."""
+
+    STATISTICS = ("square_avg",)
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8):
+        super().__init__(params, lr=lr, alpha=alpha, eps=eps)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group, params, grads, states = self._with_grads()
+        if not params:
+            return
+        square_avgs = [st["square_avg"] for st in states]
+        torch._foreach_mul_(square_avgs, group["alpha"])
+        torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - group["alpha"])
+        avg = torch._foreach_sqrt(square_avgs)
+        torch._foreach_add_(avg, group["eps"])
+        torch._foreach_addcdiv_(params, grads, avg, value=-group["lr"])
+
+
+class Adam(_Local):
+    """torch.optim.Adam (no weight decay, no amsgrad): m <- lerp(m, g, 1 - b1),
+    v <- b2 v + (1 - b2) g^2, w <- w - lr / (1 - b1^t) m / (sqrt(v / (1 - b2^t)) + eps)."""
+
+    STATISTICS = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group, params, grads, states = self._with_grads()
+        if not params:
+            return
+        (b1, b2), lr = group["betas"], group["lr"]
+        exp_avgs = [st["exp_avg"] for st in states]
+        exp_avg_sqs = [st["exp_avg_sq"] for st in states]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - b1)
+        torch._foreach_mul_(exp_avg_sqs, b2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - b2)
+        steps = [float(st["step"]) for st in states]
+        step_sizes = [-(lr / (1 - b1**t)) for t in steps]
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, [(1 - b2**t) ** 0.5 for t in steps])
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)
+
+
 def make_optimizer(algo_cfg, params):
     """algo.optimizer -> the optimizer over `params` with algo.lr / eps / rmsprop_alpha."""
     a, params = algo_cfg, list(params)
@@ -142,9 +260,9 @@ def make_optimizer(algo_cfg, params):
         form = a.get("rmsprop_form", "torch")  # A3C's key
         return SharedRMSprop(params, lr=a.lr, alpha=a.rmsprop_alpha, eps=a.eps, form=form)
     if a.optimizer == "adam":
-        return torch.optim.Adam(params, lr=a.lr, eps=a.eps)
+        return Adam(params, lr=a.lr, eps=a.eps)
     # pg-pong's too: cache = decay * cache + (1 - decay) g^2; w -= lr g / (sqrt(cache) + eps)
-    return torch.optim.RMSprop(params, lr=a.lr, alpha=a.rmsprop_alpha, eps=a.eps)
+    return RMSprop(params, lr=a.lr, alpha=a.rmsprop_alpha, eps=a.eps)
 
 
 class LinearLR:

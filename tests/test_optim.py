@@ -1,19 +1,30 @@
 """The optimizers and the learning-rate schedule every algorithm builds the same way
 (pixelrl/optim.py); the shared optimizers' cross-process behaviour is in tests/test_a3c.py."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from pixelrl.config import ActorCriticConfig, DDPGConfig, ReinforceConfig
-from pixelrl.optim import LinearLR, SharedAdam, SharedRMSprop, clip_gradients, make_optimizer
+from pixelrl.optim import (
+    Adam,
+    LinearLR,
+    RMSprop,
+    SharedAdam,
+    SharedRMSprop,
+    clip_gradients,
+    make_optimizer,
+)
 
 
 @pytest.mark.parametrize(
     "optimizer,cls",
     [
-        ("rmsprop", torch.optim.RMSprop),
-        ("adam", torch.optim.Adam),
+        ("rmsprop", RMSprop),
+        ("adam", Adam),
         ("shared_rmsprop", SharedRMSprop),
         ("shared_adam", SharedAdam),
     ],
@@ -22,6 +33,115 @@ def test_make_optimizer_builds_what_algo_optimizer_names(optimizer, cls):
     a = OmegaConf.structured(ActorCriticConfig(optimizer=optimizer, lr=3e-4, eps=1e-6))
     opt = make_optimizer(a, torch.nn.Linear(3, 2).parameters())
     assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 3e-4
+
+
+def _net(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3)
+    )
+
+
+def _train(net, opt, steps: int, seed: int, lr_at=None) -> None:
+    """`steps` updates on random batches (a fixed stream per seed); a frozen last layer some of
+    the time, so that steps skip a parameter without a gradient as they do in DDPG's actor."""
+    g = torch.Generator().manual_seed(seed)
+    for i in range(steps):
+        x = torch.randn(8, 2, 6, 6, generator=g)
+        opt.zero_grad(set_to_none=True)
+        if lr_at is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(i)
+        net[3].requires_grad_(i % 3 != 2)
+        net(x).pow(2).mean().backward()
+        opt.step()
+    net[3].requires_grad_(True)
+
+
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (
+            lambda p: RMSprop(p, lr=7e-4, alpha=0.99, eps=1e-5),
+            lambda p: torch.optim.RMSprop(p, lr=7e-4, alpha=0.99, eps=1e-5),
+        ),
+        (lambda p: Adam(p, lr=1e-3, eps=1e-8), lambda p: torch.optim.Adam(p, lr=1e-3, eps=1e-8)),
+    ],
+    ids=["rmsprop", "adam"],
+)
+def test_rmsprop_and_adam_are_torch_optims_weight_for_weight(ours, theirs):
+    """Ours against torch.optim's on the same gradients: equal weights after every run (with a
+    changing lr and steps that skip a parameter), and a torch.optim state_dict (what older
+    checkpoints hold) loads into ours and goes on exactly as torch's own would."""
+    a, b = _net(0), _net(0)
+    opt_a, opt_b = ours(a.parameters()), theirs(b.parameters())
+    decay = lambda i: 1e-3 * (1 - i / 40)  # noqa: E731
+    _train(a, opt_a, 30, seed=1, lr_at=decay)
+    _train(b, opt_b, 30, seed=1, lr_at=decay)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+    c = _net(0)
+    c.load_state_dict(b.state_dict())
+    opt_c = ours(c.parameters())
+    opt_c.load_state_dict(opt_b.state_dict())
+    _train(b, opt_b, 10, seed=2)
+    _train(c, opt_c, 10, seed=2)
+    for p, q in zip(c.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # and ours round-trips through its own state_dict
+    d = _net(0)
+    d.load_state_dict(c.state_dict())
+    opt_d = ours(d.parameters())
+    opt_d.load_state_dict(opt_c.state_dict())
+    _train(c, opt_c, 5, seed=3)
+    _train(d, opt_d, 5, seed=3)
+    for p, q in zip(c.parameters(), d.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_a_state_dict_of_another_network_is_refused():
+    opt = Adam(_net(0).parameters())
+    other = torch.nn.Linear(3, 2)
+    theirs = torch.optim.Adam(other.parameters())
+    other(torch.ones(1, 3)).sum().backward()
+    theirs.step()
+    with pytest.raises(ValueError, match="parameters saved"):
+        opt.load_state_dict(theirs.state_dict())
+    same_count = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 5, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(5 * 16, 3)
+    )
+    small = Adam(same_count.parameters())
+    same_count(torch.ones(1, 2, 6, 6)).sum().backward()
+    small.step()
+    with pytest.raises(ValueError, match="exp_avg of shape"):
+        opt.load_state_dict(small.state_dict())
+
+
+def test_a_training_process_never_imports_torch_dynamo():
+    """torch.optim's first use imports torch._dynamo, ~1.7 s of CPU per run (2-core EPYC); the
+    optimizers every algorithm builds, their schedule, clipping and checkpoint state do not."""
+    script = """
+import sys, torch
+from omegaconf import OmegaConf
+from pixelrl.config import ActorCriticConfig
+from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
+for name in ("rmsprop", "adam", "shared_rmsprop", "shared_adam"):
+    a = OmegaConf.structured(ActorCriticConfig(optimizer=name))
+    net = torch.nn.Linear(3, 2)
+    opt = make_optimizer(a, net.parameters())
+    LinearLR(a, 100).apply(opt, 10)
+    net(torch.ones(1, 3)).sum().backward()
+    clip_gradients(net.parameters(), 0.5)
+    opt.step([p.grad for p in net.parameters()]) if name.startswith("shared") else opt.step()
+    opt.load_state_dict(opt.state_dict())
+print("torch._dynamo" in sys.modules)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("optimizer", ["rmsprop", "shared_rmsprop"])
