@@ -145,9 +145,18 @@ class _Local:
     step count), `zero_grad()`, `step()`, `state_dict()` / `load_state_dict()`."""
 
     STATISTICS: tuple[str, ...] = ()
+    # torch.optim's other settings, at the values these classes implement: kept in the group so
+    # that a checkpoint written here also steps in torch.optim, and checked when one is loaded
+    FIXED: dict = {
+        "weight_decay": 0,
+        "maximize": False,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+    }
 
     def __init__(self, params, **hyper):
-        self.param_groups = [{"params": list(params), **hyper}]
+        self.param_groups = [{"params": list(params), **hyper, **self.FIXED}]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -187,8 +196,13 @@ class _Local:
             raise ValueError(
                 f"{len(saved_group['params'])} parameters saved, this network has {len(params)}"
             )
+        for key, value in self.FIXED.items():
+            if key != "foreach" and saved_group.get(key, value) != value:
+                raise ValueError(f"{key}={saved_group[key]!r} is not supported (only {value!r})")
         state = {}
         for i, st in saved["state"].items():
+            if not st:
+                continue
             p = params[saved_group["params"].index(int(i))]
             state[p] = {"step": torch.tensor(float(st["step"]))}
             for name in self.STATISTICS:
@@ -206,6 +220,7 @@ class RMSprop(_Local):
     w <- w - lr g / (sqrt(s) + eps)."""
 
     STATISTICS = ("square_avg",)
+    FIXED = {**_Local.FIXED, "momentum": 0, "centered": False}
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps)
@@ -228,6 +243,7 @@ class Adam(_Local):
     v <- b2 v + (1 - b2) g^2, w <- w - lr / (1 - b1^t) m / (sqrt(v / (1 - b2^t)) + eps)."""
 
     STATISTICS = ("exp_avg", "exp_avg_sq")
+    FIXED = {**_Local.FIXED, "amsgrad": False, "fused": None, "decoupled_weight_decay": False}
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps)

@@ -1,6 +1,7 @@
 """The optimizers and the learning-rate schedule every algorithm builds the same way
 (pixelrl/optim.py); the shared optimizers' cross-process behaviour is in tests/test_a3c.py."""
 
+import copy
 import subprocess
 import sys
 
@@ -116,6 +117,23 @@ def test_a_state_dict_of_another_network_is_refused():
     small.step()
     with pytest.raises(ValueError, match="exp_avg of shape"):
         opt.load_state_dict(small.state_dict())
+    net = _net(0)
+    amsgrad = torch.optim.Adam(net.parameters(), amsgrad=True)
+    with pytest.raises(ValueError, match="amsgrad=True is not supported"):
+        Adam(net.parameters()).load_state_dict(amsgrad.state_dict())
+
+
+def test_a_state_dict_of_ours_steps_in_torch_optim_too():
+    """A checkpoint written here resumes in a checkout that still used torch.optim."""
+    a, b = _net(0), _net(0)
+    ours, theirs = Adam(a.parameters(), lr=1e-3), torch.optim.Adam(b.parameters(), lr=1e-3)
+    _train(a, ours, 5, seed=1)
+    _train(b, theirs, 5, seed=1)
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))  # as if through a file
+    _train(a, ours, 5, seed=2)
+    _train(b, theirs, 5, seed=2)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_a_training_process_never_imports_torch_dynamo():
