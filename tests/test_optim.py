@@ -59,6 +59,21 @@ def _train(net, opt, steps: int, seed: int, lr_at=None) -> None:
     net[3].requires_grad_(True)
 
 
+def _resumed(net, opt, make):
+    """A fresh network and optimizer (`make`) from `net`'s weights and `opt`'s state_dict, as a
+    resume from a checkpoint file builds them."""
+    twin = _net(0)
+    twin.load_state_dict(net.state_dict())
+    twin_opt = make(twin.parameters())
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    return twin, twin_opt
+
+
+def _assert_same(x, y) -> None:
+    for p, q in zip(x.parameters(), y.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
 @pytest.mark.parametrize(
     "ours,theirs",
     [
@@ -79,26 +94,16 @@ def test_rmsprop_and_adam_are_torch_optims_weight_for_weight(ours, theirs):
     decay = lambda i: 1e-3 * (1 - i / 40)  # noqa: E731
     _train(a, opt_a, 30, seed=1, lr_at=decay)
     _train(b, opt_b, 30, seed=1, lr_at=decay)
-    for p, q in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(p, q)
+    _assert_same(a, b)
 
-    c = _net(0)
-    c.load_state_dict(b.state_dict())
-    opt_c = ours(c.parameters())
-    opt_c.load_state_dict(opt_b.state_dict())
+    c, opt_c = _resumed(b, opt_b, ours)
     _train(b, opt_b, 10, seed=2)
     _train(c, opt_c, 10, seed=2)
-    for p, q in zip(c.parameters(), b.parameters(), strict=True):
-        assert torch.equal(p, q)
-    # and ours round-trips through its own state_dict
-    d = _net(0)
-    d.load_state_dict(c.state_dict())
-    opt_d = ours(d.parameters())
-    opt_d.load_state_dict(opt_c.state_dict())
+    _assert_same(b, c)
+    d, opt_d = _resumed(c, opt_c, ours)  # and ours round-trips through its own state_dict
     _train(c, opt_c, 5, seed=3)
     _train(d, opt_d, 5, seed=3)
-    for p, q in zip(c.parameters(), d.parameters(), strict=True):
-        assert torch.equal(p, q)
+    _assert_same(c, d)
 
 
 def test_a_state_dict_of_another_network_is_refused():
@@ -125,15 +130,13 @@ def test_a_state_dict_of_another_network_is_refused():
 
 def test_a_state_dict_of_ours_steps_in_torch_optim_too():
     """A checkpoint written here resumes in a checkout that still used torch.optim."""
-    a, b = _net(0), _net(0)
-    ours, theirs = Adam(a.parameters(), lr=1e-3), torch.optim.Adam(b.parameters(), lr=1e-3)
+    a = _net(0)
+    ours = Adam(a.parameters(), lr=1e-3)
     _train(a, ours, 5, seed=1)
-    _train(b, theirs, 5, seed=1)
-    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))  # as if through a file
+    b, theirs = _resumed(a, ours, lambda p: torch.optim.Adam(p, lr=1e-3))
     _train(a, ours, 5, seed=2)
     _train(b, theirs, 5, seed=2)
-    for p, q in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(p, q)
+    _assert_same(a, b)
 
 
 def test_a_training_process_never_imports_torch_dynamo():
