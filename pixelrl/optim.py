@@ -6,9 +6,11 @@ statistics live in shared memory.
 RMSprop and Adam are torch.optim's, step for step (the same tensor operations in the same order,
 checked for equal weights in tests/test_optim.py; the same state_dict layout, so checkpoints
 written with torch.optim load), written here because torch.optim's first use (its constructor)
-imports torch._dynamo: about 1.7 s of CPU at the start of every run and every evaluation on a
-2-core EPYC, longer than importing torch itself. `LinearLR` is `algo.lr_decay`; every algorithm applies it the
-same way: `schedule.apply(optimizer, frames)` just before `optimizer.step(...)`.
+imports torch._dynamo: about 1.7 s of CPU at the start of every training run on a 2-core EPYC,
+longer than importing torch itself.
+
+`LinearLR` is `algo.lr_decay`; every algorithm applies it the same way:
+`schedule.apply(optimizer, frames)` just before `optimizer.step(...)`.
 
 Shared optimizers (Hogwild A3C). A3C paper, Supp. 8: RMSProp with statistics g shared across threads was the most robust. Both
 optimizers here keep every statistic, the step count included, in shared-memory tensors, so a
