@@ -31,11 +31,11 @@ class Catch(gym.Env):
         self._paddle = cols // 2
 
     def _frame(self) -> np.ndarray:
-        grid = np.zeros((self.rows, self.cols), np.uint8)
-        grid[self._ball] = 255
-        grid[self.rows - 1, self._paddle] = 255
-        big = np.kron(grid, np.ones((self.scale, self.scale), np.uint8))
-        return big[None]
+        s = self.scale
+        frame = np.zeros((1, self.rows * s, self.cols * s), np.uint8)
+        for row, col in (self._ball, (self.rows - 1, self._paddle)):
+            frame[0, row * s : (row + 1) * s, col * s : (col + 1) * s] = 255
+        return frame
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -44,7 +44,7 @@ class Catch(gym.Env):
         return self._frame(), {}
 
     def step(self, action):
-        self._paddle = int(np.clip(self._paddle + int(action) - 1, 0, self.cols - 1))
+        self._paddle = min(max(self._paddle + int(action) - 1, 0), self.cols - 1)
         row, col = self._ball
         self._ball = (row + 1, col)
         terminated = self._ball[0] == self.rows - 1
