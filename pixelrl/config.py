@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,6 +359,14 @@ class Config:
     video: VideoConfig = field(default_factory=VideoConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def settings(node: DictConfig) -> types.SimpleNamespace:
+    """A plain copy of a config node (`cfg.algo`) for a training loop to read every step: a
+    DictConfig attribute read costs microseconds (type checks, interpolation), which added up to
+    about a tenth of a short DDPG run's time (cProfile, 2-core EPYC); a namespace's costs
+    nanoseconds. Values are resolved once; nested nodes become dicts."""
+    return types.SimpleNamespace(**OmegaConf.to_container(node, resolve=True))
 
 
 def _run_name(mode: str, algo: str, env: str, load: str | None, seed: int | None = None) -> str:

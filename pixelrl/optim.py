@@ -275,7 +275,7 @@ def make_optimizer(algo_cfg, params):
     if a.optimizer == "shared_adam":
         return SharedAdam(params, lr=a.lr, eps=a.eps)
     if a.optimizer == "shared_rmsprop":
-        form = a.get("rmsprop_form", "torch")  # A3C's key
+        form = getattr(a, "rmsprop_form", "torch")  # A3C's key
         return SharedRMSprop(params, lr=a.lr, alpha=a.rmsprop_alpha, eps=a.eps, form=form)
     if a.optimizer == "adam":
         return Adam(params, lr=a.lr, eps=a.eps)

@@ -115,6 +115,9 @@ class Run:
             self.run_dir, cfg, start_frames, start_time, group=group, job_name=job_name
         )
         self.evaluator = Evaluator(cfg, self.run_dir)
+        # read at every step: a DictConfig read costs microseconds, these attributes nanoseconds
+        self._total_frames = int(cfg.total_frames)
+        self._loss_every_s = float(cfg.logger.fps_every_s)
         self._eval_every = Every(cfg.eval.every_frames, start_frames)
         self._ckpt_every = Every(cfg.checkpoint.every_frames, start_frames)
         # values may be 0-d tensors on the GPU: summed there, read (one sync) only when flushed
@@ -145,7 +148,7 @@ class Run:
 
     # ----------------------------------------------------------------- schedule
     def done(self, frames: int) -> bool:
-        return frames >= self.cfg.total_frames or bool(self.stop) or self.solved is not None
+        return frames >= self._total_frames or bool(self.stop) or self.solved is not None
 
     def step_done(
         self,
@@ -169,10 +172,7 @@ class Run:
                 self._loss_counts[k] = self._loss_counts.get(k, 0) + 1
             self._loss_count += 1
         self.tracker.progress(frames)
-        if (
-            self._loss_count
-            and time.monotonic() - self._last_loss_flush >= self.cfg.logger.fps_every_s
-        ):
+        if self._loss_count and time.monotonic() - self._last_loss_flush >= self._loss_every_s:
             self.flush_losses(frames)
         self.poll_background_eval()
         if self._eval_every(frames) and self._eval_wanted(frames):

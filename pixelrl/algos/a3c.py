@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pixelrl.checkpoint import learner_state, restore_learner
+from pixelrl.config import settings
 from pixelrl.device import check_process_count, use_bf16
 from pixelrl.dormant import recycle_dormant
 from pixelrl.envs import EVAL, TRAIN, make_vector_env
@@ -50,7 +51,7 @@ class Learner:
     """One actor-learner: its own envs and local network, updating the shared model."""
 
     def __init__(self, rank: int, cfg, shared: ActorCritic, optimizer, lock, frames_value):
-        a = cfg.algo
+        a = self.a = settings(cfg.algo)
         self.cfg, self.rank, self.shared, self.optimizer = cfg, rank, shared, optimizer
         self.lock, self.frames_value = lock, frames_value
         seed_everything(cfg.seed + rank)
@@ -67,7 +68,7 @@ class Learner:
         self.recycled: list[int] = []
 
     def update(self, global_frames: int) -> dict:
-        a = self.cfg.algo
+        a = self.a
         self.net.load_state_dict(self.shared.state_dict())
         episodes: list[tuple[float, int]] = []
 
@@ -112,7 +113,7 @@ class Learner:
     def _recycle_sample(self) -> torch.Tensor | None:
         """The frames to score dormant units on when this update is a recycling one, else None;
         keeps the last observations of the RECYCLE_SAMPLE updates before each such update."""
-        every = self.cfg.algo.recycle_every
+        every = self.a.recycle_every
         if not every:
             return None
         due = (self.updates + 1) % every == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from pixelrl.checkpoint import learner_state, restore_learner
+from pixelrl.config import settings
 from pixelrl.device import use_bf16
 from pixelrl.envs import TRAIN, make_vector_env
 from pixelrl.evaluate import act_fn
@@ -26,7 +27,7 @@ def make_policy(cfg, obs_space, action_space) -> ActorCritic:
 
 
 def train(run: Run) -> None:
-    cfg, a, device = run.cfg, run.cfg.algo, run.device
+    cfg, a, device = run.cfg, settings(run.cfg.algo), run.device
     envs = make_vector_env(cfg.env, a.num_envs, mode=TRAIN)
     run.set_spaces(envs.single_observation_space, envs.single_action_space)
     net = make_policy(cfg, envs.single_observation_space, envs.single_action_space).to(device)

@@ -22,6 +22,7 @@ import torch
 
 from pixelrl.buffers import ReplayBuffer, choose_storage
 from pixelrl.checkpoint import learner_state, restore_learner
+from pixelrl.config import settings
 from pixelrl.device import bf16_features, use_bf16
 from pixelrl.envs import TRAIN, make_vector_env
 from pixelrl.errors import ConfigError
@@ -118,7 +119,7 @@ class DDPG:
     """The learner: networks, optimizers and one update on a replay batch."""
 
     def __init__(self, cfg, obs_space, action_space, device):
-        a = self.a = cfg.algo
+        a = self.a = settings(cfg.algo)
         self.device = device
         self.actor = make_policy(cfg, obs_space, action_space).to(device)
         self.encoder = self.actor.encoder
@@ -219,7 +220,7 @@ class DDPG:
 
 
 def train(run: Run) -> None:
-    cfg, a, device = run.cfg, run.cfg.algo, run.device
+    cfg, a, device = run.cfg, settings(run.cfg.algo), run.device
     envs = make_vector_env(cfg.env, a.num_envs, mode=TRAIN)
     obs_space, action_space = envs.single_observation_space, envs.single_action_space
     run.set_spaces(obs_space, action_space)
