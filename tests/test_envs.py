@@ -1,5 +1,8 @@
 """Frame pipeline: our recipe vs gymnasium's, stack order, shapes, vector signals, backends."""
 
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -211,6 +214,49 @@ def test_catch_dynamics_and_random_baseline():
                 break
         assert steps == 9
     assert -0.85 < total / n < -0.35  # a random paddle mostly misses
+
+
+@pytest.mark.parametrize("rows,cols,scale", [(10, 5, 2), (3, 2, 1), (12, 7, 3)])
+def test_catch_frame_is_the_grid_scaled_up(rows, cols, scale):
+    """Each cell of the rows x cols grid (ball, paddle: 255) becomes a scale x scale block."""
+    env, rng = Catch(rows, cols, scale), np.random.default_rng(1)
+    obs, _ = env.reset(seed=3)
+    for _ in range(60):
+        grid = np.zeros((rows, cols), np.uint8)
+        grid[env._ball] = grid[rows - 1, env._paddle] = 255
+        expected = np.kron(grid, np.ones((scale, scale), np.uint8))[None]
+        assert obs.dtype == np.uint8 and obs.shape == env.observation_space.shape
+        np.testing.assert_array_equal(obs, expected)
+        obs, _, terminated, _, _ = env.step(int(rng.integers(3)))
+        if terminated:
+            obs, _ = env.reset()
+
+
+def test_opencv_is_imported_only_by_a_run_that_resizes_frames():
+    """Catch and Pong on ale_vector never resize in Python: their processes skip cv2's import;
+    the first resize imports it, with one thread."""
+    script = """
+import sys
+from omegaconf import OmegaConf
+from pixelrl.config import AtariEnvConfig, ToyEnvConfig
+from pixelrl.envs import TRAIN, make_vector_env
+for cfg in (ToyEnvConfig(name="Catch"), AtariEnvConfig(name="Pong", game="pong")):
+    envs = make_vector_env(OmegaConf.structured(cfg), 2, mode=TRAIN)
+    envs.reset(seed=0)
+    envs.step(envs.action_space.sample())
+    envs.close()
+print("cv2" in sys.modules)
+envs = make_vector_env(OmegaConf.structured(AtariEnvConfig(name="Pong", game="pong")), 1,
+                       backend="sync")
+envs.reset(seed=0)
+import cv2
+print("cv2" in sys.modules, cv2.getNumThreads())
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "1"]
 
 
 def test_catch_perfect_policy_scores_one():

@@ -16,11 +16,10 @@ from __future__ import annotations
 import functools
 import os
 
-import cv2
 import gymnasium as gym
 import numpy as np
 
-from pixelrl.envs.wrappers import ChannelsFirst, FrameStack, ResizeFrame
+from pixelrl.envs.wrappers import ChannelsFirst, FrameStack, ResizeFrame, opencv
 from pixelrl.errors import ConfigError
 
 # pygame (Pendulum, CarRacing) draws off-screen and never plays sound here; without dummy
@@ -61,7 +60,7 @@ class RenderedPixels(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
 
     def observation(self, _state) -> np.ndarray:
-        frame = self.env.render()
+        frame, cv2 = self.env.render(), opencv()
         return cv2.resize(frame, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
 
@@ -72,6 +71,7 @@ class Grayscale(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(0, 255, (h, w), np.uint8)
 
     def observation(self, frame: np.ndarray) -> np.ndarray:
+        cv2 = opencv()
         return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
