@@ -25,10 +25,12 @@ frame bytes, and the time of one sample of 256 3-step transitions.
     python -m pixelrl.bench which=pong_solve [seeds=1,2,3,4,5] [minutes=60] [raw_seconds=30]
                             [args="algo.n_steps=20 ..."] [out=FILE.json]
 
-Each seed's run dir is kept beside the JSON; an `out=` file that already holds results of the same
-benchmark keeps its other seeds (run seeds one call at a time, gather them in one file). Ctrl-C
-or SIGTERM stops it: the seed's training command is stopped too (it saves its checkpoint), the JSON
-keeps that seed as a partial run marked `stopped` (left out of the summary), and it exits with 130.
+The raw env is measured for `raw_seconds` before and again after each seed's training; the
+solve cost uses their mean. Each seed's run dir is kept beside the JSON; an `out=` file that
+already holds results of the same benchmark keeps its other seeds (run seeds one call at a time,
+gather them in one file). Ctrl-C or SIGTERM stops it: the seed's training command is stopped too
+(it saves its checkpoint), the JSON keeps that seed as a partial run marked `stopped` (left out of
+the summary), and it exits with 130.
 """
 
 from __future__ import annotations

@@ -7,10 +7,14 @@ For each seed, one after the other:
      mean return reaches the target; evaluations wait until the training return is no longer
      hopeless (eval.min_train_return), and one that can no longer reach the target stops early
      (eval.max_return, set by env=Pong), so they cost the run little;
-  3. the final policy evaluated again with sticky actions 0.25 (Atari), a robustness check.
+  3. the raw env's speed again, right after the training: a shared host's speed drifts over a
+     half-hour run (one 30-s measurement swung 12.7k-21.4k frames/s within a session), and the
+     mean of one before and one after brackets the run;
+  4. the final policy evaluated again with sticky actions 0.25 (Atari), a robustness check.
 Per seed it reports minutes and frames to the solve (the evaluated policy's own clock, as
 `eval/target_minutes` measures it), training frames/s, and the machine-independent **solve cost**
-= seconds to solve x the raw env's frames/s: frames to solve / (training frames/s / raw frames/s).
+= seconds to solve x the raw env's frames/s (the mean of the two measurements): frames to solve /
+(training frames/s / raw frames/s).
 Then the median, the worst and the number solved. Each seed's run dir is kept, so that
 `python -m pixelrl.plot <out dir> group=run y=eval/return_mean x=minutes` draws its curves.
 """
@@ -125,7 +129,8 @@ def run_seed(
     from pixelrl.raw_speed import raw_env_speed
     from pixelrl.tracking import read_metrics
 
-    raw = raw_env_speed([*b.raw_args, *extra_env(extra)], b.raw_envs, raw_seconds)
+    raw_args = [*b.raw_args, *extra_env(extra)]
+    raw_before = raw_env_speed(raw_args, b.raw_envs, raw_seconds)["frames_per_s"]
     run_dir = out_dir / f"seed_{seed}"
     args = [
         *b.args,
@@ -151,6 +156,11 @@ def run_seed(
         raise RuntimeError(f"seed {seed}: training failed ({code}): {err.strip()[-400:]}")
     if stopped and not (run_dir / "metrics.jsonl").is_file():
         raise KeyboardInterrupt  # stopped before the run logged anything: no result to keep
+    # the second measurement, unless the user stopped the benchmark (then as soon as possible)
+    raw_after = (
+        None if stopped else raw_env_speed(raw_args, b.raw_envs, raw_seconds)["frames_per_s"]
+    )
+    raw_fps = raw_before if raw_after is None else (raw_before + raw_after) / 2
     rows = read_metrics(run_dir / "metrics.jsonl")
     solved_row = next((r for r in rows if "eval/target_minutes" in r), None)
     evals = [r for r in rows if r.get("eval/return_mean") is not None]
@@ -162,11 +172,11 @@ def run_seed(
         "minutes": solved_row["eval/target_minutes"] if solved_row else None,
         "frames": solved_row["eval/target_frames"] if solved_row else None,
         "fps": fps,
-        "raw_fps": raw["frames_per_s"],
-        "ratio": fps / raw["frames_per_s"],
-        "solve_cost": (solved_row["eval/target_minutes"] * 60 * raw["frames_per_s"])
-        if solved_row
-        else None,
+        "raw_fps": raw_fps,
+        "raw_fps_before": raw_before,
+        "raw_fps_after": raw_after,
+        "ratio": fps / raw_fps,
+        "solve_cost": (solved_row["eval/target_minutes"] * 60 * raw_fps) if solved_row else None,
         "eval_sticky_0": evals[-1]["eval/return_mean"] if solved_row else None,
         "evals": [(r["frames"], round(r["time_s"] / 60, 2), r["eval/return_mean"]) for r in evals],
         # evaluations that gave up (eval.max_return): the best mean they could still have reached
@@ -256,7 +266,10 @@ def _cost(x: float | None) -> str:
 
 def format_seed(r: dict) -> str:
     head = f"  seed {r['seed']}: "
-    rate = f"{r['fps']:,.0f} frames/s = {r['ratio']:.2f} x raw ({r['raw_fps']:,.0f})"
+    raw = f"{r['raw_fps']:,.0f}"
+    if r.get("raw_fps_after") is not None:
+        raw += f": {r['raw_fps_before']:,.0f} before, {r['raw_fps_after']:,.0f} after"
+    rate = f"{r['fps']:,.0f} frames/s = {r['ratio']:.2f} x raw ({raw})"
     if not r["solved"]:
         what = "stopped, not solved," if r.get("stopped") else "not solved"
         return (

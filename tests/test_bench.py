@@ -167,6 +167,9 @@ def test_a_time_to_solve_benchmark_over_seeds_reports_each_and_merges_calls(tmp_
             assert r["solve_cost"] == pytest.approx(r["minutes"] * 60 * r["raw_fps"])
             assert r["frames"] <= r["trained_frames"]
         assert r["ratio"] == pytest.approx(r["fps"] / r["raw_fps"])
+        # the raw env measured before and after the training: the cost uses their mean
+        assert r["raw_fps_before"] > 0 and r["raw_fps_after"] > 0
+        assert r["raw_fps"] == pytest.approx((r["raw_fps_before"] + r["raw_fps_after"]) / 2)
         assert (Path(r["run_dir"]) / "metrics.jsonl").is_file()  # kept, for pixelrl.plot
         assert r["gave_up"] == []  # Catch sets no eval.max_return: no evaluation gives up
     s = data["summary"]
@@ -219,6 +222,8 @@ def test_a_stopped_time_to_solve_benchmark_stops_its_run_and_keeps_what_it_measu
     data = json.loads(out.read_text())
     (r,) = data["seeds"]
     assert r["seed"] == 1 and r["stopped"] and not r["solved"] and r["trained_frames"] > 0
+    # stopped: no second raw-env measurement delays the exit
+    assert r["raw_fps_after"] is None and r["raw_fps"] == r["raw_fps_before"] > 0
     assert data["stopped"] and data["summary"]["seeds"] == 0  # a stopped seed decides nothing
     assert "seeds not run: 2" in stdout and "Traceback" not in stderr
 
