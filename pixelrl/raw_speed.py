@@ -24,25 +24,27 @@ def raw_env_speed(overrides: list[str], num_envs: int, seconds: float) -> dict:
             return rng.integers(0, space.n, size=num_envs)
         return rng.uniform(space.low, space.high, size=(num_envs, *space.shape)).astype(np.float32)
 
-    for _ in range(20):  # warm-up
-        env.step(random_actions())
-    steps, start = 0, time.perf_counter()
-    if env.blocks is not None:  # its fastest mode: each worker's block on its own
-        pending = set(range(len(env.blocks)))
-        for b in pending:
-            env.step_block_async(b, random_actions()[: len(env.blocks[b])])
-        while time.perf_counter() - start < seconds:
-            b, _ = env.wait_any_block(pending)
-            steps += len(env.blocks[b])
-            env.step_block_async(b, random_actions()[: len(env.blocks[b])])
-        for b in pending:
-            env.wait_any_block({b})
-    else:
-        while time.perf_counter() - start < seconds:
+    try:  # a Ctrl-C meanwhile still closes the env (its worker processes)
+        for _ in range(20):  # warm-up
             env.step(random_actions())
-            steps += num_envs
-    elapsed = time.perf_counter() - start
-    env.close()
+        steps, start = 0, time.perf_counter()
+        if env.blocks is not None:  # its fastest mode: each worker's block on its own
+            pending = set(range(len(env.blocks)))
+            for b in pending:
+                env.step_block_async(b, random_actions()[: len(env.blocks[b])])
+            while time.perf_counter() - start < seconds:
+                b, _ = env.wait_any_block(pending)
+                steps += len(env.blocks[b])
+                env.step_block_async(b, random_actions()[: len(env.blocks[b])])
+            for b in pending:
+                env.wait_any_block({b})
+        else:
+            while time.perf_counter() - start < seconds:
+                env.step(random_actions())
+                steps += num_envs
+        elapsed = time.perf_counter() - start
+    finally:
+        env.close()
     return {
         "steps_per_s": steps / elapsed,
         "frames_per_s": steps * env.frames_per_step / elapsed,

@@ -156,10 +156,14 @@ def run_seed(
         raise RuntimeError(f"seed {seed}: training failed ({code}): {err.strip()[-400:]}")
     if stopped and not (run_dir / "metrics.jsonl").is_file():
         raise KeyboardInterrupt  # stopped before the run logged anything: no result to keep
-    # the second measurement, unless the user stopped the benchmark (then as soon as possible)
-    raw_after = (
-        None if stopped else raw_env_speed(raw_args, b.raw_envs, raw_seconds)["frames_per_s"]
-    )
+    # the second measurement, unless the user stopped the benchmark (then as soon as possible);
+    # a stop during it keeps what the training measured
+    raw_after = None
+    if not stopped:
+        try:
+            raw_after = raw_env_speed(raw_args, b.raw_envs, raw_seconds)["frames_per_s"]
+        except KeyboardInterrupt:
+            stopped = True
     raw_fps = raw_before if raw_after is None else (raw_before + raw_after) / 2
     rows = read_metrics(run_dir / "metrics.jsonl")
     solved_row = next((r for r in rows if "eval/target_minutes" in r), None)

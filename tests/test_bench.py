@@ -228,6 +228,40 @@ def test_a_stopped_time_to_solve_benchmark_stops_its_run_and_keeps_what_it_measu
     assert "seeds not run: 2" in stdout and "Traceback" not in stderr
 
 
+def test_a_stop_during_the_second_raw_env_measurement_keeps_the_trained_seed(tmp_path, monkeypatch):
+    """Ctrl-C in the raw-env measurement after a seed's training: the training's result is kept
+    (marked stopped, cost from the first measurement) and no robustness check starts."""
+    from pixelrl import raw_speed, solve_bench
+
+    calls = []
+
+    def raw(overrides, num_envs, seconds):
+        calls.append(overrides)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {"frames_per_s": 1000.0}
+
+    def cli(args, cwd, timeout=None, cap_s=None):
+        assert not any(a.startswith("mode=eval") for a in args), "a robustness check started"
+        run_dir = Path(next(a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        run_dir.mkdir(parents=True)
+        rows = [
+            {"frames": 500, "time_s": 1.0, "eval/return_mean": 0.9},
+            {"frames": 500, "time_s": 1.0, "eval/target_minutes": 0.5, "eval/target_frames": 500},
+            {"frames": 800, "time_s": 2.0},
+        ]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return 0, "", "", False
+
+    monkeypatch.setattr(raw_speed, "raw_env_speed", raw)
+    monkeypatch.setattr(solve_bench, "_cli", cli)
+    b = solve_bench.SOLVES["pong_solve"]
+    r = solve_bench.run_seed(b, 1, 1.0, 1.0, [], tmp_path)
+    assert len(calls) == 2 and r["stopped"] and r["solved"]
+    assert r["raw_fps_after"] is None and r["raw_fps"] == r["raw_fps_before"] == 1000.0
+    assert r["solve_cost"] == pytest.approx(0.5 * 60 * 1000.0) and "eval_sticky_025" not in r
+
+
 @pytest.mark.parametrize("extra", [[], ["env.sticky_actions=0.25"]])
 def test_pong_solve_scores_the_solve_at_sticky_0_and_the_robustness_check_at_025(extra):
     """The commands pong_solve runs are valid configs, and its evaluations play the sticky
