@@ -155,6 +155,9 @@ def _with_new_defaults(saved: DictConfig) -> DictConfig:
     return OmegaConf.merge(base, saved)
 
 
+GROUPS = ("algo", "env")
+
+
 def config_from_checkpoint(
     payload: dict, cli_cfg: DictConfig, overrides: list[str], what: str
 ) -> DictConfig:
@@ -173,7 +176,8 @@ def config_from_checkpoint(
             f"{what}: the checkpoint was trained on env={cfg.env.name}, not env={chosen['env']}"
         )
     prefixes = ("env.", "algo.", "model.") if what == "resume" else ("env.",)
-    dotlist = _explicit(overrides, prefixes)
+    # algo=NAME / env=NAME choose a config group (checked against the checkpoint's just above)
+    dotlist = [o for o in _explicit(overrides, prefixes) if o.split("=", 1)[0] not in GROUPS]
     if dotlist:
         if what == "resume":
             _refuse_structural_changes(cfg, cli_cfg, dotlist)

@@ -108,3 +108,21 @@ def test_a_resumed_run_goes_online_only_when_its_command_line_says_so():
     online = ["resume=somewhere", "logger.wandb.mode=online"]
     cfg = config_from_checkpoint(payload, compose_config(online, check=False), online, "resume")
     assert cfg.logger.wandb.mode == "online"
+
+
+def test_resume_and_load_accept_the_run_s_own_algo_and_env_on_the_command_line():
+    """`algo=a3c resume=RUN` (which --help suggests for a run whose algo.* keys are named) and
+    `env=Pong load=RUN` name the checkpoint's own groups: they are checked, not merged as keys."""
+    from pixelrl.app import config_from_checkpoint
+
+    trained = compose_config(["algo=actor_critic", "env=Catch"], check=False)
+    payload = {"config": OmegaConf.to_container(trained, resolve=True)}
+    for what, key in (("resume", "resume"), ("load", "load")):
+        named = ["algo=actor_critic", "env=Catch", f"{key}=somewhere", "env.max_episode_frames=300"]
+        cli_cfg = compose_config(named, check=False)
+        cfg = config_from_checkpoint(payload, cli_cfg, named, what)
+        assert cfg.algo.name == "actor_critic" and cfg.env.name == "Catch"
+        assert cfg.env.max_episode_frames == 300
+    other = ["algo=a3c", "resume=somewhere"]
+    with pytest.raises(ConfigError, match="trained with algo=actor_critic, not algo=a3c"):
+        config_from_checkpoint(payload, compose_config(other, check=False), other, "resume")
