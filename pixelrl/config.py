@@ -110,6 +110,10 @@ class ModelConfig:
     # conv trunks: relu | leaky_relu (slope 0.01: a trunk that cannot die) | elu
     activation: str = one_of("relu", ("relu", "leaky_relu", "elu"))
     bias: bool = True  # false: no biases in the trunk (convolutions included) or the policy head
+    # conv trunks: subtract each frame's mean pixel from it (after /255), so that no input is
+    # one-signed background: a first-layer unit's gradient then no longer moves all of its weights
+    # the same way at once (how A3C's Pong trunk loses its conv1 channels, BENCHMARKS.md)
+    center: bool = False
     # orthogonal, or karpathy: N(0,1)/sqrt(fan_in), pg-pong's
     init: str = one_of("orthogonal", ("orthogonal", "karpathy"))
     # softmax, or sigmoid: two actions, P(first) = sigmoid(z), pg-pong's

@@ -56,7 +56,8 @@ def init_karpathy(module: nn.Module) -> None:
 
 
 class ConvEncoder(nn.Module):
-    """Conv layers + flatten. uint8 input is scaled by 1/255 here."""
+    """Conv layers + flatten. uint8 input is scaled by 1/255 here; with `center`, each frame's mean
+    pixel is then subtracted, so the first layer sees what differs from the frame's background."""
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class ConvEncoder(nn.Module):
         scale: float,
         activation: str = "relu",
         bias: bool = True,
+        center: bool = False,
     ):
         super().__init__()
         convs: list[nn.Module] = []
@@ -78,7 +80,7 @@ class ConvEncoder(nn.Module):
             ]
             in_ch = out_ch
         self.convs = nn.Sequential(*convs, nn.Flatten())
-        self.scale = scale
+        self.scale, self.center = scale, center
         with torch.no_grad():
             self.out_dim = int(self.convs(torch.zeros(1, *obs_shape)).shape[1])
 
@@ -95,6 +97,8 @@ class ConvEncoder(nn.Module):
         layout = self._layout if obs.dim() == 4 else torch.preserve_format
         x = obs.to(dtype, memory_format=layout)
         x = x.mul_(self.scale) if x is not obs else x * self.scale  # never scale the caller's
+        if self.center:
+            x = x.sub_(x.mean(dim=(-2, -1), keepdim=True))
         return self.convs(x)
 
 
@@ -102,10 +106,17 @@ class ConvTrunk(nn.Module):
     """ConvEncoder + one fully connected layer (Nature CNN: 3136 -> 512), same activation."""
 
     def __init__(
-        self, obs_shape, layers, hidden: int, scale: float, bias: bool = True, activation="relu"
+        self,
+        obs_shape,
+        layers,
+        hidden: int,
+        scale: float,
+        bias: bool = True,
+        activation="relu",
+        center: bool = False,
     ):
         super().__init__()
-        self.encoder = ConvEncoder(obs_shape, layers, scale, activation, bias)
+        self.encoder = ConvEncoder(obs_shape, layers, scale, activation, bias, center)
         fc = nn.Linear(self.encoder.out_dim, hidden, bias=bias)
         self.fc = nn.Sequential(fc, ACTIVATIONS[activation]())
         self.out_dim = hidden
@@ -187,7 +198,9 @@ def make_trunk(model_cfg, obs_space: gym.spaces.Box) -> nn.Module:
     layers, default_hidden = CONV_TRUNKS[model_cfg.trunk]
     try:
         hidden = model_cfg.hidden or default_hidden
-        return ConvTrunk(shape, layers, hidden, scale, model_cfg.bias, model_cfg.activation)
+        return ConvTrunk(
+            shape, layers, hidden, scale, model_cfg.bias, model_cfg.activation, model_cfg.center
+        )
     except RuntimeError:
         raise ConfigError(
             f"model.trunk={model_cfg.trunk} is too deep for {shape[1]}x{shape[2]} observations; "

@@ -109,6 +109,25 @@ def test_uint8_is_scaled_inside():
     torch.testing.assert_close(t(x), t(x.float()))  # uint8 and float pixels agree
 
 
+def test_a_centered_trunk_sees_each_frame_less_its_mean_pixel():
+    """model.center: a frame's overall brightness no longer reaches the first layer; the caller's
+    observations are left as they were."""
+    torch.manual_seed(0)
+    x = torch.randint(40, 200, (3, 4, 84, 84), dtype=torch.uint8)
+    brighter = x + torch.tensor([10, 20, 0, 30], dtype=torch.uint8)[:, None, None]  # per frame
+    plain, centered = (make_trunk(model_cfg(trunk="a3c", center=c), ATARI) for c in (False, True))
+    centered.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(centered(brighter), centered(x))
+    assert not torch.allclose(plain(brighter), plain(x))
+    # centering changes what the first layer sees and nothing else: x / 255 less its mean, per frame
+    scaled = x.float() / 255
+    expected = plain.fc(plain.encoder.convs(scaled - scaled.mean(dim=(-2, -1), keepdim=True)))
+    torch.testing.assert_close(centered(x), expected)
+    floats = x.float()
+    centered(floats)
+    assert torch.equal(floats, x.float())
+
+
 def test_mlp_trunk_on_karpathy_vectors_no_bias_karpathy_init():
     space = gym.spaces.Box(-1.0, 1.0, (6400,), np.float32)
     net = ActorCritic(
