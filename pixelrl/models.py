@@ -95,10 +95,11 @@ class ConvEncoder(nn.Module):
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.float32
         # the first conv's layout (channels-last where the owner chose it): converted once, here
         layout = self._layout if obs.dim() == 4 else torch.preserve_format
-        x = obs.to(dtype, memory_format=layout)
+        # a per-frame mean is ~5x slower over channels-last data: centering takes it first
+        x = obs.to(dtype, memory_format=torch.preserve_format if self.center else layout)
         x = x.mul_(self.scale) if x is not obs else x * self.scale  # never scale the caller's
         if self.center:
-            x = x.sub_(x.mean(dim=(-2, -1), keepdim=True))
+            x = x.sub_(x.mean(dim=(-2, -1), keepdim=True)).to(memory_format=layout)
         return self.convs(x)
 
 
