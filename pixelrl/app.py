@@ -144,15 +144,25 @@ def _explicit(overrides: list[str], prefixes: tuple[str, ...]) -> list[str]:
     return keep
 
 
+# keys added with a default that changes the network's function: a checkpoint written before them
+# was trained without what they add, and keeps that (other new keys take their defaults)
+ADDED_KEYS_AS_TRAINED = {"model.center": False}
+
+
 def _with_new_defaults(saved: DictConfig) -> DictConfig:
     """A checkpoint's config with the keys added to the schema since it was written (at their
-    defaults, composed for the run's algo and env), so that older runs still resume and load."""
+    defaults, composed for the run's algo and env, or as ADDED_KEYS_AS_TRAINED says), so that
+    older runs still resume and load, and compute what they computed."""
     try:
         base = compose_config([f"algo={saved.algo.name}", f"env={saved.env.name}"], check=False)
     except Exception:  # an algo or env this version no longer has: the checks that follow say so
         return saved
     OmegaConf.set_struct(base, False)
-    return OmegaConf.merge(base, saved)
+    merged = OmegaConf.merge(base, saved)
+    for key, value in ADDED_KEYS_AS_TRAINED.items():
+        if OmegaConf.select(saved, key, default=None) is None:
+            OmegaConf.update(merged, key, value, merge=False)
+    return merged
 
 
 GROUPS = ("algo", "env")

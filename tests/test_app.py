@@ -126,3 +126,18 @@ def test_resume_and_load_accept_the_run_s_own_algo_and_env_on_the_command_line()
     other = ["algo=a3c", "resume=somewhere"]
     with pytest.raises(ConfigError, match="trained with algo=actor_critic, not algo=a3c"):
         config_from_checkpoint(payload, compose_config(other, check=False), other, "resume")
+
+
+@pytest.mark.parametrize("algo", ["a3c", "actor_critic"])
+def test_a_checkpoint_from_before_model_center_loads_uncentered(algo):
+    """A checkpoint written before `model.center` existed was trained on uncentered frames: it
+    loads and resumes that way whatever the key's default; one that names the key keeps it."""
+    from pixelrl.app import _with_new_defaults
+
+    trained = compose_config([f"algo={algo}", "env=Pong"], check=False)
+    saved = OmegaConf.to_container(trained, resolve=True)
+    for center in (True, False):
+        saved["model"]["center"] = center
+        assert _with_new_defaults(OmegaConf.create(saved)).model.center is center
+    del saved["model"]["center"]
+    assert _with_new_defaults(OmegaConf.create(saved)).model.center is False
