@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         tail = (
             "a leaky ReLU still passes gradients, so it may recover"
             if report["recoverable"]
-            else "no gradient reaches it again: this run cannot recover"
+            else "no gradient reaches it again: this run cannot recover (in a new run, "
+            "model.center=true or model.activation=leaky_relu guards the first layer)"
         )
         print(
             f"dead: {first:.2%} of the first layer's outputs are above 0, so the outputs no "
