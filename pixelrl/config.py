@@ -230,7 +230,7 @@ class A3CConfig(ActorCriticConfig):
     name: str = "a3c"
     num_workers: int = bounded(2, ge=0)  # actor-learner processes; 0: the same code serially
     num_envs: int = bounded(8, gt=0)  # envs per worker (batched acting inside each worker)
-    n_steps: int = bounded(5, gt=0)  # t_max of the A3C paper
+    n_steps: int = bounded(5, gt=0)  # t_max of the A3C paper; Pong: 10 (conf/algo_env/)
     optimizer: str = one_of("shared_rmsprop", ("shared_rmsprop", "shared_adam"))
     lr: float = bounded(7e-4, gt=0)
     # constant: decaying to 0 at total_frames (20M for Pong) halves the lr by 10M frames, where

@@ -59,6 +59,26 @@ def test_an_algo_env_pairing_file_applies_only_to_its_pair():
     assert (reach.algo.encoder, reach.algo.batch_size) == ("a3c", 32)  # conf/algo_env/ddpg_Reach
     assert (pendulum.algo.encoder, pendulum.algo.batch_size) == ("drq", 256)  # DDPG's defaults
     assert reach.env.resolution == 32 and reach.total_frames == 3_000  # the env's own keys
+    # the default command takes conf/algo_env/a3c_Pong's 10-step returns; other pairings, the
+    # schema's 5, and the command line wins over the pairing file
+    steps = {
+        pair: compose_config(list(pair)).algo.n_steps
+        for pair in [(), ("env=Breakout",), ("env=Catch",), ("algo=actor_critic",)]
+    }
+    assert steps == {(): 10, ("env=Breakout",): 5, ("env=Catch",): 5, ("algo=actor_critic",): 5}
+    assert compose_config(["algo.n_steps=7"]).algo.n_steps == 7
+
+
+def test_a_run_resumes_with_the_n_steps_it_was_trained_with():
+    """An A3C Pong run from before conf/algo_env/a3c_Pong.yaml learned from 5-step returns: its
+    saved config keeps them on resume; `algo.n_steps` on the resume command line still wins."""
+    from pixelrl.app import config_from_checkpoint
+
+    trained = compose_config(["algo.n_steps=5"])
+    payload = {"config": OmegaConf.to_container(trained, resolve=True)}
+    for overrides, n_steps in [(["resume=r"], 5), (["resume=r", "algo.n_steps=20"], 20)]:
+        cli_cfg = compose_config(overrides)
+        assert config_from_checkpoint(payload, cli_cfg, overrides, "resume").algo.n_steps == n_steps
 
 
 def test_the_app_flushes_denormals():
