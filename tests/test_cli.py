@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import pixelrl
 from pixelrl import checkpoint
@@ -19,6 +20,18 @@ def test_help_lists_algos_and_envs(cli):
     proc = cli("--help", check=True)
     for name in ("a3c", "actor_critic", "Pong", "Breakout", "Catch", "atari", "device=auto"):
         assert name in proc.stdout
+
+
+def test_the_defaults_help_names_are_the_default_commands():
+    """--help's `key=value` examples of the common keys are the default command's values."""
+    from pixelrl.__main__ import help_text
+
+    cfg = pixelrl.compose_config([])
+    for key in ("seed", "device", "total_frames", "eval.every_frames", "checkpoint.keep"):
+        value = OmegaConf.select(cfg, key)
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        assert f"  {key}={shown} " in help_text(), key
+    assert f"a3c_Pong: algo.n_steps={cfg.algo.n_steps})" in help_text()
 
 
 BAD_INPUTS = [
