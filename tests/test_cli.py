@@ -22,7 +22,7 @@ def test_help_lists_algos_and_envs(cli):
         assert name in proc.stdout
 
 
-def test_the_defaults_help_names_are_the_default_commands():
+def test_help_shows_the_default_commands_values():
     """--help's `key=value` examples of the common keys are the default command's values."""
     from pixelrl.__main__ import help_text
 
