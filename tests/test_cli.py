@@ -26,12 +26,12 @@ def test_help_shows_the_default_commands_values():
     """--help's `key=value` examples of the common keys are the default command's values."""
     from pixelrl.__main__ import help_text
 
-    cfg = pixelrl.compose_config([])
+    cfg, text = pixelrl.compose_config([]), help_text()
     for key in ("seed", "device", "total_frames", "eval.every_frames", "checkpoint.keep"):
         value = OmegaConf.select(cfg, key)
         shown = str(value).lower() if isinstance(value, bool) else str(value)
-        assert f"  {key}={shown} " in help_text(), key
-    assert f"a3c_Pong: algo.n_steps={cfg.algo.n_steps})" in help_text()
+        assert f"  {key}={shown} " in text, key
+    assert f"a3c_Pong: algo.n_steps={cfg.algo.n_steps})" in text
 
 
 BAD_INPUTS = [
