@@ -254,6 +254,10 @@ class A3CConfig(ActorCriticConfig):
     recycle_every: int = bounded(500, ge=0)
     recycle_tau: float = bounded(0.0, le=1.0)
     recycle_scope: str = one_of("dead_layers", ("units", "dead_layers"))
+    # Atari: worker r trains at sticky actions worker_sticky_actions[r % len] (a mix of settings
+    # across the workers, e.g. [0.0, 0.25]); empty: every worker at env.sticky_actions. Evaluations
+    # keep env.sticky_actions (or eval.sticky_actions)
+    worker_sticky_actions: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -26,7 +26,15 @@ from pixelrl.errors import ConfigError
         # the app's cross checks
         (["env=Catch", "eval.sticky_actions=0.25"], "eval.sticky_actions is for Atari envs"),
         (["eval.sticky_actions=1.5"], "eval.sticky_actions=1.5 is out of range"),
-        # the algorithm's (REINFORCE, DDPG)
+        # the algorithm's (A3C, REINFORCE, DDPG)
+        (
+            ["algo=a3c", "env=Catch", "algo.worker_sticky_actions=[0.25]"],
+            "algo.worker_sticky_actions is for Atari envs",
+        ),
+        (
+            ["algo.worker_sticky_actions=[0.0,1.5]"],
+            "algo.worker_sticky_actions=[0.0, 1.5] must hold probabilities in [0, 1]",
+        ),
         (["algo=reinforce", "algo.num_envs=12"], "algo.num_envs=12 must be <= algo.batch_episodes"),
         (
             ["algo=ddpg", "env=Reach", "algo.augment=false", "algo.q_augs=2"],

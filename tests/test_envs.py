@@ -133,6 +133,30 @@ def test_eval_sticky_actions_sets_the_evaluation_envs_own(eval_sticky):
     assert np.array_equal(finals[0], finals[1]) == (eval_sticky == 1.0)
 
 
+def test_a3c_workers_train_at_their_entry_of_worker_sticky_actions():
+    """algo.worker_sticky_actions=[0.0, 1.0]: worker 1 (and 3) repeat their first action
+    forever, so two action sequences give it the same frames; worker 0's actions take effect.
+    Evaluations keep env.sticky_actions."""
+    from pixelrl.algos.a3c import worker_env
+    from pixelrl.evaluate import eval_env_config
+
+    cfg = pixelrl.compose_config(["algo=a3c", "env=Pong", "algo.worker_sticky_actions=[0.0,1.0]"])
+    assert [worker_env(cfg, r).sticky_actions for r in range(4)] == [0.0, 1.0, 0.0, 1.0]
+    assert eval_env_config(cfg).sticky_actions == cfg.env.sticky_actions == 0.0
+    for rank in (0, 1):
+        env = make_vector_env(worker_env(cfg, rank), 1, mode=TRAIN)
+        finals = []
+        for action in (2, 3):  # Pong: RIGHT moves the paddle up, LEFT down
+            obs, _ = env.reset(seed=3)
+            for _ in range(30):
+                obs, *_ = env.step(np.array([action]))
+            finals.append(obs)
+        env.close()
+        assert np.array_equal(finals[0], finals[1]) == (rank == 1)
+    plain = pixelrl.compose_config(["algo=a3c", "env=Pong"])
+    assert worker_env(plain, 1) is plain.env
+
+
 @pytest.mark.parametrize("backend", ["sync", "ale_vector"])
 def test_action_set_maps_agent_action_i_to_the_ith_listed_ale_action(backend):
     """env.action_set=[2, 3] (pg-pong's UP, DOWN): agent action 0 must play Pong's action 2 and

@@ -24,6 +24,7 @@ from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.config import settings
 from pixelrl.device import check_process_count, use_bf16
 from pixelrl.dormant import recycle_dormant
+from pixelrl.errors import ConfigError
 from pixelrl.envs import EVAL, TRAIN, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
@@ -41,6 +42,22 @@ RECYCLE_SAMPLE = 25  # updates whose last observations make the sample a recycli
 def check(cfg) -> None:
     """A3C's keys that the schema cannot judge alone: how many processes this machine holds."""
     check_process_count("algo.num_workers", cfg.algo.num_workers, WORKER_BYTES, WORKERS_PER_CPU)
+    mix = list(cfg.algo.get("worker_sticky_actions") or [])
+    if mix and "sticky_actions" not in cfg.env:
+        raise ConfigError(
+            f"algo.worker_sticky_actions is for Atari envs (repeat_action_probability); "
+            f"env={cfg.env.name} has no sticky actions: leave it []"
+        )
+    if any(not 0.0 <= float(p) <= 1.0 for p in mix):
+        raise ConfigError(f"algo.worker_sticky_actions={mix} must hold probabilities in [0, 1]")
+
+
+def worker_env(cfg, rank: int):
+    """Worker `rank`'s env config: cfg.env, at its entry of algo.worker_sticky_actions if any."""
+    mix = cfg.algo.get("worker_sticky_actions") or []
+    if not mix:
+        return cfg.env
+    return OmegaConf.merge(cfg.env, {"sticky_actions": float(mix[rank % len(mix)])})
 
 
 def make_policy(cfg, obs_space, action_space) -> ActorCritic:
@@ -55,7 +72,7 @@ class Learner:
         self.cfg, self.rank, self.shared, self.optimizer = cfg, rank, shared, optimizer
         self.lock, self.frames_value = lock, frames_value
         seed_everything(cfg.seed + rank)
-        self.envs = make_vector_env(cfg.env, a.num_envs, mode=TRAIN, num_threads=1)
+        self.envs = make_vector_env(worker_env(cfg, rank), a.num_envs, mode=TRAIN, num_threads=1)
         spaces = self.envs.single_observation_space, self.envs.single_action_space
         self.net = make_policy(cfg, *spaces)
         obs, _ = self.envs.reset(seed=cfg.seed + rank * a.num_envs)
