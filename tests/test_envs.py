@@ -113,46 +113,42 @@ def test_eval_mode_has_no_training_signals():
     env.close()
 
 
-@pytest.mark.parametrize("eval_sticky", [None, 1.0])
-def test_eval_sticky_actions_sets_the_evaluation_envs_own(eval_sticky):
-    """eval.sticky_actions=1.0 repeats the first action forever: two different action sequences
-    give the same frames; unset (env.sticky_actions=0 here) the agent's actions take effect."""
-    from pixelrl.evaluate import eval_env_config
-
-    extra = [] if eval_sticky is None else [f"eval.sticky_actions={eval_sticky}"]
-    cfg = pixelrl.compose_config(["algo=a3c", "env=Pong", *extra])
-    env = make_vector_env(eval_env_config(cfg), 1, mode=EVAL)
+def _actions_take_effect(env_cfg, mode) -> bool:
+    """Pong from one seed, 30 steps of RIGHT (paddle up) against 30 of LEFT (down): different
+    frames unless sticky actions 1.0 repeat the first action forever."""
+    env = make_vector_env(env_cfg, 1, mode=mode)
     finals = []
-    for action in (2, 3):  # Pong: RIGHT moves the paddle up, LEFT down
+    for action in (2, 3):
         obs, _ = env.reset(seed=3)
         for _ in range(30):
             obs, *_ = env.step(np.array([action]))
         finals.append(obs)
     env.close()
+    return not np.array_equal(finals[0], finals[1])
+
+
+@pytest.mark.parametrize("eval_sticky", [None, 1.0])
+def test_eval_sticky_actions_sets_the_evaluation_envs_own(eval_sticky):
+    """eval.sticky_actions=1.0 repeats the first action forever; unset (env.sticky_actions=0
+    here) the agent's actions take effect."""
+    from pixelrl.evaluate import eval_env_config
+
+    extra = [] if eval_sticky is None else [f"eval.sticky_actions={eval_sticky}"]
+    cfg = pixelrl.compose_config(["algo=a3c", "env=Pong", *extra])
     assert cfg.env.sticky_actions == 0.0  # training keeps its own
-    assert np.array_equal(finals[0], finals[1]) == (eval_sticky == 1.0)
+    assert _actions_take_effect(eval_env_config(cfg), EVAL) == (eval_sticky != 1.0)
 
 
 def test_a3c_workers_train_at_their_entry_of_worker_sticky_actions():
     """algo.worker_sticky_actions=[0.0, 1.0]: worker 1 (and 3) repeat their first action
-    forever, so two action sequences give it the same frames; worker 0's actions take effect.
-    Evaluations keep env.sticky_actions."""
+    forever; worker 0's actions take effect. Evaluations keep env.sticky_actions."""
     from pixelrl.algos.a3c import worker_env
     from pixelrl.evaluate import eval_env_config
 
     cfg = pixelrl.compose_config(["algo=a3c", "env=Pong", "algo.worker_sticky_actions=[0.0,1.0]"])
     assert [worker_env(cfg, r).sticky_actions for r in range(4)] == [0.0, 1.0, 0.0, 1.0]
     assert eval_env_config(cfg).sticky_actions == cfg.env.sticky_actions == 0.0
-    for rank in (0, 1):
-        env = make_vector_env(worker_env(cfg, rank), 1, mode=TRAIN)
-        finals = []
-        for action in (2, 3):  # Pong: RIGHT moves the paddle up, LEFT down
-            obs, _ = env.reset(seed=3)
-            for _ in range(30):
-                obs, *_ = env.step(np.array([action]))
-            finals.append(obs)
-        env.close()
-        assert np.array_equal(finals[0], finals[1]) == (rank == 1)
+    assert [_actions_take_effect(worker_env(cfg, r), TRAIN) for r in (0, 1)] == [True, False]
     plain = pixelrl.compose_config(["algo=a3c", "env=Pong"])
     assert worker_env(plain, 1) is plain.env
 
