@@ -139,9 +139,10 @@ def test_eval_sticky_actions_sets_the_evaluation_envs_own(eval_sticky):
     assert _actions_take_effect(eval_env_config(cfg), EVAL) == (eval_sticky != 1.0)
 
 
-def test_a3c_workers_train_at_their_entry_of_worker_sticky_actions():
+def test_a3c_workers_train_at_their_entry_of_worker_sticky_actions(monkeypatch):
     """algo.worker_sticky_actions=[0.0, 1.0]: worker 1 (and 3) repeat their first action
     forever; worker 0's actions take effect. Evaluations keep env.sticky_actions."""
+    from pixelrl.algos import a3c
     from pixelrl.algos.a3c import worker_env
     from pixelrl.evaluate import eval_env_config
 
@@ -149,6 +150,16 @@ def test_a3c_workers_train_at_their_entry_of_worker_sticky_actions():
     assert [worker_env(cfg, r).sticky_actions for r in range(4)] == [0.0, 1.0, 0.0, 1.0]
     assert eval_env_config(cfg).sticky_actions == cfg.env.sticky_actions == 0.0
     assert [_actions_take_effect(worker_env(cfg, r), TRAIN) for r in (0, 1)] == [True, False]
+    built = []  # the learners build their envs from it
+
+    def spy(env_cfg, *args, **kwargs):
+        built.append(env_cfg.sticky_actions)
+        return make_vector_env(env_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(a3c, "make_vector_env", spy)
+    for rank in (0, 1):
+        a3c.Learner(rank, cfg, None, None, None, None).close()
+    assert built == [0.0, 1.0]
     plain = pixelrl.compose_config(["algo=a3c", "env=Pong"])
     assert worker_env(plain, 1) is plain.env
 
