@@ -219,6 +219,11 @@ class ActorCriticConfig(AlgoConfig):
     gae_lambda: float = bounded(0.95, le=1.0)
     entropy_coef: float = bounded(0.01, ge=0)
     value_coef: float = bounded(0.5, ge=0)
+    # optimizer steps per rollout. 1: A2C/A3C, one gradient of -log pi Psi. More: each rollout is
+    # reused epochs times under PPO's clipped surrogate, ratios to the acting policy clipped at
+    # 1 +- clip_ratio (Schulman et al. 2017), for more learning per frame at more compute per frame
+    epochs: int = bounded(1, gt=0)
+    clip_ratio: float = bounded(0.1, gt=0)
     # the loss's forward pass: fp32 (graphs kept while acting) | bf16 (act without graphs, then one
     # forward over the whole rollout with the trunk under bf16 autocast; heads, losses, weights fp32)
     # | auto (bf16 where the hardware multiplies it natively: AMX CPUs, CUDA with bf16)

@@ -8,13 +8,20 @@ from __future__ import annotations
 import torch
 
 from pixelrl.device import bf16_features
-from pixelrl.losses import policy_gradient_loss
+from pixelrl.losses import clipped_policy_loss, policy_gradient_loss
 from pixelrl.models import sample_actions
 from pixelrl.returns import actor_critic_targets
 
 
 def collect(
-    net, envs, obs: torch.Tensor, n_steps: int, device, on_episodes, bf16: bool = False
+    net,
+    envs,
+    obs: torch.Tensor,
+    n_steps: int,
+    device,
+    on_episodes,
+    bf16: bool = False,
+    reuse: bool = False,
 ) -> tuple[dict, torch.Tensor]:
     """Play n_steps on every env with the current policy; returns the rollout (logits and values
     with their autograd graph, actions, rewards, flags, next_values) and the next obs.
@@ -24,6 +31,8 @@ def collect(
     loss's logits and values come from one forward pass over all n_steps x envs observations with
     the trunk under bf16 autocast (heads in fp32): one large batch instead of n_steps small ones,
     on bf16 matrix units. Advantages then use the fp32 values the policy acted with.
+    `reuse` (for algo.epochs > 1) also keeps the observations and the acting policy's log-probs
+    of its actions, for later passes over the same rollout (`rollout_losses`).
     """
     grad = not bf16
     logits_t, values_t, actions_t, rewards_t, term_t, trunc_t, obs_t = [], [], [], [], [], [], []
@@ -40,8 +49,8 @@ def collect(
             with torch.no_grad():
                 final = torch.as_tensor(info["final_obs"][idx], device=device)
                 boot.append((t, torch.as_tensor(idx, device=device), net(final)[1]))
-        if bf16:
-            obs_t.append(obs)  # for the one batched forward below
+        if bf16 or reuse:
+            obs_t.append(obs)  # for the one batched forward below, or later passes
         logits_t.append(logits)
         values_t.append(value)
         actions_t.append(action)
@@ -64,6 +73,11 @@ def collect(
         "truncated": torch.stack(trunc_t),
         "next_values": next_values,
     }
+    if reuse:
+        rollout["obs"] = torch.stack(obs_t)
+        with torch.no_grad():
+            acted = torch.log_softmax(rollout["logits"], dim=-1)
+            rollout["acted_logp"] = acted.gather(-1, rollout["actions"][..., None]).squeeze(-1)
     if bf16:
         rollout["acted_values"] = values
         rollout["logits"], rollout["values"] = _bf16_forward(net, torch.stack(obs_t), device)
@@ -78,8 +92,9 @@ def _bf16_forward(net, obs: torch.Tensor, device) -> tuple[torch.Tensor, torch.T
     return logits.view(steps, envs, -1), net.value(features).view(steps, envs)
 
 
-def loss_from_rollout(rollout: dict, algo_cfg) -> tuple[torch.Tensor, dict]:
-    psi, targets = actor_critic_targets(
+def _targets(rollout: dict, algo_cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Psi, value targets) from the values the policy acted with."""
+    return actor_critic_targets(
         algo_cfg.psi,
         rollout["rewards"],
         rollout.get("acted_values", rollout["values"]).detach(),
@@ -89,6 +104,42 @@ def loss_from_rollout(rollout: dict, algo_cfg) -> tuple[torch.Tensor, dict]:
         algo_cfg.gamma,
         algo_cfg.gae_lambda,
     )
+
+
+def rollout_losses(net, rollout: dict, algo_cfg, device, bf16: bool = False):
+    """The loss of each of the algo.epochs passes over one rollout, one at a time: the caller
+    steps its optimizer on each before asking for the next (whose forward pass then sees the
+    updated weights). One pass: `loss_from_rollout`. More: PPO's clipped surrogate against the
+    acting policy, with Psi and the value targets fixed from the acting values; the first pass
+    uses the rollout's own logits and values, later ones a fresh forward over its observations.
+    """
+    if algo_cfg.epochs == 1:
+        yield loss_from_rollout(rollout, algo_cfg)
+        return
+    psi, targets = _targets(rollout, algo_cfg)
+    n_actions = rollout["logits"].shape[-1]
+    for epoch in range(algo_cfg.epochs):
+        if epoch == 0:
+            logits, values = rollout["logits"], rollout["values"]
+        elif bf16:
+            logits, values = _bf16_forward(net, rollout["obs"], device)
+        else:
+            logits, values = net(rollout["obs"].flatten(0, 1))
+        yield clipped_policy_loss(
+            logits.reshape(-1, n_actions),
+            rollout["actions"].reshape(-1),
+            rollout["acted_logp"].reshape(-1),
+            psi.reshape(-1),
+            values.reshape(-1),
+            targets.reshape(-1),
+            algo_cfg.clip_ratio,
+            entropy_coef=algo_cfg.entropy_coef,
+            value_coef=algo_cfg.value_coef,
+        )
+
+
+def loss_from_rollout(rollout: dict, algo_cfg) -> tuple[torch.Tensor, dict]:
+    psi, targets = _targets(rollout, algo_cfg)
     n_actions = rollout["logits"].shape[-1]
     return policy_gradient_loss(
         rollout["logits"].reshape(-1, n_actions),

@@ -170,3 +170,50 @@ def test_normalization_modes():
     flat = np.concatenate([a, b])
     assert np.allclose(np.concatenate(batch), (flat - flat.mean()) / flat.std())
     assert [len(x) for x in batch] == [2, 3]
+
+
+def _loss_grads(loss_fn, logits, **kw):
+    logits = logits.clone().requires_grad_(True)
+    values = torch.zeros(len(logits), requires_grad=True)
+    loss, metrics = loss_fn(logits=logits, values=values, **kw)
+    loss.backward()
+    return logits.grad, metrics
+
+
+def test_clipped_loss_matches_the_policy_gradient_at_the_acting_policy():
+    from pixelrl.losses import clipped_policy_loss, policy_gradient_loss
+
+    torch.manual_seed(0)
+    logits, actions = torch.randn(12, 4), torch.randint(0, 4, (12,))
+    psi, targets = torch.randn(12), torch.randn(12)
+    acted = torch.log_softmax(logits, -1).gather(-1, actions[:, None]).squeeze(-1)
+    common = dict(actions=actions, psi=psi, value_targets=targets, entropy_coef=0.01)
+    plain, _ = _loss_grads(policy_gradient_loss, logits, **common)
+    clipped, metrics = _loss_grads(
+        clipped_policy_loss, logits, acted_logp=acted, clip_ratio=0.1, **common
+    )
+    assert torch.allclose(plain, clipped, atol=1e-6)
+    assert float(metrics["clip_fraction"]) == 0.0
+    assert abs(float(metrics["approx_kl"])) < 1e-6
+
+
+def test_clipped_loss_stops_pulling_a_sample_past_the_clip_in_its_favour():
+    from pixelrl.losses import clipped_policy_loss
+
+    logits = torch.zeros(2, 2)  # pi(a=0) = 0.5 for both samples
+    actions = torch.tensor([0, 0])
+    # sample 0 acted at pi 0.4 (ratio 1.25 > 1.1) with Psi > 0: already pushed past the clip;
+    # sample 1 acted at pi 0.6 (ratio 0.83 < 0.9) with Psi > 0: still pulled up
+    acted = torch.log(torch.tensor([0.4, 0.6]))
+    grad, metrics = _loss_grads(
+        clipped_policy_loss,
+        logits,
+        actions=actions,
+        acted_logp=acted,
+        psi=torch.tensor([1.0, 1.0]),
+        value_targets=torch.zeros(2),
+        clip_ratio=0.1,
+    )
+    assert torch.equal(grad[0], torch.zeros(2))
+    assert grad[1, 0] < 0 < grad[1, 1]  # descending the loss raises the logit of action 0
+    assert float(metrics["clip_fraction"]) == 1.0

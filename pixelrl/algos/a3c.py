@@ -24,12 +24,12 @@ from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.config import settings
 from pixelrl.device import check_process_count, use_bf16
 from pixelrl.dormant import recycle_dormant
-from pixelrl.errors import ConfigError
 from pixelrl.envs import EVAL, TRAIN, make_vector_env
+from pixelrl.errors import ConfigError
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
 from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
-from pixelrl.rollout import collect, loss_from_rollout
+from pixelrl.rollout import collect, rollout_losses
 from pixelrl.run import Run, seed_everything
 from pixelrl.workers import WorkerGroup, parent_alive, report_errors, worker_setup
 
@@ -94,23 +94,28 @@ class Learner:
                 for i in info["_episode"].nonzero()[0]:
                     episodes.append((float(info["episode"]["r"][i]), int(info["episode"]["l"][i])))
 
+        cpu = torch.device("cpu")
         rollout, self.obs = collect(
-            self.net, self.envs, self.obs, a.n_steps, torch.device("cpu"), on_episodes, self.bf16
+            self.net, self.envs, self.obs, a.n_steps, cpu, on_episodes, self.bf16, a.epochs > 1
         )
-        loss, metrics = loss_from_rollout(rollout, a)
-        self.net.zero_grad(set_to_none=True)
-        loss.backward()
-        metrics.update(clip_gradients(self.net.parameters(), a.max_grad_norm))
-        lr = self.schedule.apply(self.optimizer, global_frames)
-        grads = [p.grad for p in self.net.parameters()]
         track = self.updates % TRACK_WEIGHT_CHANGE_EVERY == 0
         recycle = self._recycle_sample()
-        with self.lock or contextlib.nullcontext():
-            change = self.optimizer.step(grads, track=track)
-            if recycle is not None:  # under the lock: no step interleaves with the edit
-                self.recycled = recycle_dormant(
-                    self.shared, recycle, self.optimizer, a.recycle_tau, a.recycle_scope
-                )
+        losses = rollout_losses(self.net, rollout, a, cpu, self.bf16)
+        for epoch, (loss, metrics) in enumerate(losses):
+            self.net.zero_grad(set_to_none=True)
+            loss.backward()
+            metrics.update(clip_gradients(self.net.parameters(), a.max_grad_norm))
+            lr = self.schedule.apply(self.optimizer, global_frames)
+            grads = [p.grad for p in self.net.parameters()]
+            last = epoch == a.epochs - 1
+            with self.lock or contextlib.nullcontext():
+                change = self.optimizer.step(grads, track=track and last)
+                if recycle is not None and last:  # under the lock: no step interleaves
+                    self.recycled = recycle_dormant(
+                        self.shared, recycle, self.optimizer, a.recycle_tau, a.recycle_scope
+                    )
+            if not last:  # the next pass's forward starts from the shared weights as they are
+                self.net.load_state_dict(self.shared.state_dict())
         self.updates += 1
         out = {k: float(v) for k, v in metrics.items()}
         out["lr"] = lr

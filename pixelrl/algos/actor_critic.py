@@ -18,7 +18,7 @@ from pixelrl.envs import TRAIN, make_vector_env
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
 from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
-from pixelrl.rollout import collect, loss_from_rollout
+from pixelrl.rollout import collect, rollout_losses
 from pixelrl.run import Run
 
 
@@ -51,14 +51,16 @@ def train(run: Run) -> None:
     obs = torch.as_tensor(obs_np, device=device)
     try:
         while not run.done(frames):
-            rollout, obs = collect(net, envs, obs, a.n_steps, device, on_episodes, bf16)
+            rollout, obs = collect(
+                net, envs, obs, a.n_steps, device, on_episodes, bf16, reuse=a.epochs > 1
+            )
             frames += a.n_steps * frames_per_step
-            loss, metrics = loss_from_rollout(rollout, a)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            metrics.update(clip_gradients(net.parameters(), a.max_grad_norm))
-            metrics["lr"] = schedule.apply(optimizer, frames)
-            optimizer.step()
+            for loss, metrics in rollout_losses(net, rollout, a, device, bf16):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                metrics.update(clip_gradients(net.parameters(), a.max_grad_norm))
+                metrics["lr"] = schedule.apply(optimizer, frames)
+                optimizer.step()
             run.step_done(frames, metrics, act, state)
         run.finish(frames, act, state)
     finally:
