@@ -107,3 +107,34 @@ def test_bf16_rollout_acts_the_same_and_its_gradient_matches_fp32():
     cosine = torch.nn.functional.cosine_similarity(grads[False], grads[True], dim=0)
     assert cosine > 0.99
     assert abs(float(grads[True].norm() / grads[False].norm()) - 1) < 0.05
+
+
+def test_each_pass_over_a_rollout_starts_from_the_shared_weights_as_stepped():
+    """algo.epochs=3: three optimizer steps per update, each on a gradient taken at the shared
+    weights as the previous step left them (the local copy is reloaded between passes)."""
+    from pixelrl import compose_config
+    from pixelrl.algos import a3c
+    from pixelrl.envs import EVAL, make_vector_env
+    from pixelrl.optim import make_optimizer
+
+    cfg = compose_config(["algo=a3c", "env=Catch", "algo.epochs=3", "algo.num_workers=0"])
+    probe = make_vector_env(cfg.env, 1, mode=EVAL)
+    shared = a3c.make_policy(cfg, probe.single_observation_space, probe.single_action_space)
+    probe.close()
+    optimizer = make_optimizer(cfg.algo, shared.parameters())
+    learner = a3c.Learner(0, cfg, shared, optimizer, None, None)
+    stepped_from = []
+    real_step = optimizer.step
+
+    def step(grads, **kw):
+        local, now = learner.net.state_dict(), shared.state_dict()
+        stepped_from.append(all(torch.equal(local[k], now[k]) for k in now))
+        return real_step(grads, **kw)
+
+    optimizer.step = step
+    try:
+        metrics = [learner.update(0)["metrics"] for _ in range(2)]
+    finally:
+        learner.close()
+    assert stepped_from == [True] * 6
+    assert all("clip_fraction" in m and "approx_kl" in m for m in metrics)
