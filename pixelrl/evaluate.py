@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
-from pixelrl.envs import EVAL, make_vector_env
+from pixelrl.envs import EVAL, make_vector_env, with_sticky_actions
 from pixelrl.video import VideoRecorder
 
 ActFn = Callable[[np.ndarray], np.ndarray]
@@ -130,10 +129,7 @@ def record(
 
 def eval_env_config(cfg):
     """The env config evaluations play: cfg.env, with eval.sticky_actions where it is set."""
-    sticky = cfg.eval.get("sticky_actions")
-    if sticky is None:
-        return cfg.env
-    return OmegaConf.merge(cfg.env, {"sticky_actions": float(sticky)})
+    return with_sticky_actions(cfg.env, cfg.eval.get("sticky_actions"))
 
 
 class Evaluator:

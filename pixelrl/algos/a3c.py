@@ -24,7 +24,7 @@ from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.config import settings
 from pixelrl.device import check_process_count, use_bf16
 from pixelrl.dormant import recycle_dormant
-from pixelrl.envs import EVAL, TRAIN, make_vector_env
+from pixelrl.envs import EVAL, TRAIN, make_vector_env, with_sticky_actions
 from pixelrl.errors import ConfigError
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
@@ -55,9 +55,7 @@ def check(cfg) -> None:
 def worker_env(cfg, rank: int):
     """Worker `rank`'s env config: cfg.env, at its entry of algo.worker_sticky_actions if any."""
     mix = cfg.algo.get("worker_sticky_actions") or []
-    if not mix:
-        return cfg.env
-    return OmegaConf.merge(cfg.env, {"sticky_actions": float(mix[rank % len(mix)])})
+    return with_sticky_actions(cfg.env, mix[rank % len(mix)] if mix else None)
 
 
 def make_policy(cfg, obs_space, action_space) -> ActorCritic:

@@ -15,7 +15,7 @@ import os
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pixelrl.envs import atari, toy
 from pixelrl.envs.wrappers import EpisodeSignals, VectorActionSubset
@@ -35,6 +35,13 @@ def check(env_cfg: DictConfig) -> None:
         from pixelrl.envs import control
 
         control.check(env_cfg)
+
+
+def with_sticky_actions(env_cfg: DictConfig, sticky: float | None) -> DictConfig:
+    """env_cfg at sticky actions `sticky` (an Atari repeat_action_probability); None: as it is."""
+    if sticky is None:
+        return env_cfg
+    return OmegaConf.merge(env_cfg, {"sticky_actions": float(sticky)})
 
 
 def num_actions(env_cfg: DictConfig) -> int | None:
