@@ -6,6 +6,13 @@ import torch
 import torch.nn.functional as F
 
 
+def _logp_and_entropy(logits: torch.Tensor, actions: torch.Tensor):
+    """log pi(a|s) of the taken actions, and the entropy of pi(.|s), per row."""
+    logp_all = F.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return logp, -(logp_all.exp() * logp_all).sum(-1)
+
+
 def policy_gradient_loss(
     logits: torch.Tensor,
     actions: torch.Tensor,
@@ -21,9 +28,7 @@ def policy_gradient_loss(
     Psi and the value targets are constants (detached here). With reduction="sum" the caller
     accumulates over chunks and divides itself (REINFORCE sums over a batch of episodes).
     """
-    logp_all = F.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    logp, entropy = _logp_and_entropy(logits, actions)
     reduce = torch.mean if reduction == "mean" else torch.sum
     policy_loss = -reduce(logp * psi.detach())
     entropy_term = reduce(entropy)
@@ -51,9 +56,7 @@ def clipped_policy_loss(
     -min(rho Psi, clip(rho, 1 - eps, 1 + eps) Psi), rho = pi(a|s) / pi_acted(a|s), plus the same
     value loss and entropy bonus. At rho = 1 its gradient is policy_gradient_loss's; a sample whose
     ratio has moved past the clip in Psi's favour stops pulling."""
-    logp_all = F.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    logp, entropy = _logp_and_entropy(logits, actions)
     log_ratio = logp - acted_logp.detach()
     ratio = log_ratio.exp()
     psi = psi.detach()

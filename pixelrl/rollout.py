@@ -73,14 +73,15 @@ def collect(
         "truncated": torch.stack(trunc_t),
         "next_values": next_values,
     }
+    seen = torch.stack(obs_t) if obs_t else None
     if reuse:
-        rollout["obs"] = torch.stack(obs_t)
+        rollout["obs"] = seen
         with torch.no_grad():
             acted = torch.log_softmax(rollout["logits"], dim=-1)
             rollout["acted_logp"] = acted.gather(-1, rollout["actions"][..., None]).squeeze(-1)
     if bf16:
         rollout["acted_values"] = values
-        rollout["logits"], rollout["values"] = _bf16_forward(net, torch.stack(obs_t), device)
+        rollout["logits"], rollout["values"] = _bf16_forward(net, seen, device)
     return rollout, obs
 
 
