@@ -109,7 +109,15 @@ def test_bf16_rollout_acts_the_same_and_its_gradient_matches_fp32():
     assert abs(float(grads[True].norm() / grads[False].norm()) - 1) < 0.05
 
 
-def test_each_pass_over_a_rollout_starts_from_the_shared_weights_as_stepped():
+@pytest.mark.parametrize(
+    "setting",
+    [
+        ["env=Catch"],  # an MLP trunk: the fp32 path, later passes forward the kept observations
+        ["env=Pong", "algo.precision=bf16", "algo.num_envs=2", "algo.n_steps=3"],  # bf16 path
+    ],
+    ids=["fp32", "bf16"],
+)
+def test_each_pass_over_a_rollout_starts_from_the_shared_weights_as_stepped(setting):
     """algo.epochs=3: three optimizer steps per update, each on a gradient taken at the shared
     weights as the previous step left them (the local copy is reloaded between passes)."""
     from pixelrl import compose_config
@@ -117,12 +125,13 @@ def test_each_pass_over_a_rollout_starts_from_the_shared_weights_as_stepped():
     from pixelrl.envs import EVAL, make_vector_env
     from pixelrl.optim import make_optimizer
 
-    cfg = compose_config(["algo=a3c", "env=Catch", "algo.epochs=3", "algo.num_workers=0"])
+    cfg = compose_config(["algo=a3c", *setting, "algo.epochs=3", "algo.num_workers=0"])
     probe = make_vector_env(cfg.env, 1, mode=EVAL)
     shared = a3c.make_policy(cfg, probe.single_observation_space, probe.single_action_space)
     probe.close()
     optimizer = make_optimizer(cfg.algo, shared.parameters())
     learner = a3c.Learner(0, cfg, shared, optimizer, None, None)
+    assert learner.bf16 == ("algo.precision=bf16" in setting)
     stepped_from = []
     real_step = optimizer.step
 
