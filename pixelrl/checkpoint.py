@@ -6,8 +6,9 @@ fsync, `os.replace`, then an fsync of the directory, so a crash or a full disk m
 leaves a torn `last.pt` (temp files of killed writes are removed at the next save).
 
 A run dir's checkpoints/: `last.pt` (periodic and final), `best.pt` (the policy of the best
-evaluation so far, with its figures), and with checkpoint.keep=N the N newest periodic ones as
-`frames_<frames>.pt` (`last.pt` is a hard link to the newest).
+evaluation so far, with its figures), `target.pt` (the policy that first reached
+eval.target_return, when eval.frames_past_target trains on past it), and with checkpoint.keep=N
+the N newest periodic ones as `frames_<frames>.pt` (`last.pt` is a hard link to the newest).
 
 Loading is defensive: the payload's structure is checked, and its config is taken as data, never
 as instructions: strings that look like OmegaConf interpolations (`${oc.env:HOME}`) stay literal

@@ -74,6 +74,9 @@ class EvalConfig:
     final: bool = True  # evaluate once more at the end of training
     # time-to-solve runs: stop training once an evaluation's mean return reaches this (null: never)
     target_return: float | None = None
+    # ... and train on for this many frames past the first solve (a stronger final policy; its
+    # solving policy is kept as checkpoints/target.pt); 0: stop at the solve
+    frames_past_target: int = bounded(0, ge=0)
     # skip periodic evaluations while the mean return of the last 20 training episodes is below
     # this (null: always evaluate); cheap early training, frequent evaluations near the target
     min_train_return: float | None = None

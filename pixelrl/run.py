@@ -128,6 +128,7 @@ class Run:
         self.updates = int(resume.get("updates", 0)) if resume else 0
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         self.best_path = self.run_dir / "checkpoints" / "best.pt"
+        self.target_path = self.run_dir / "checkpoints" / "target.pt"
         self.best_eval: float | None = resume.get("best_eval") if resume else None
         self.spaces: dict[str, Any] | None = None
         self._eval_thread: threading.Thread | None = None
@@ -148,7 +149,9 @@ class Run:
 
     # ----------------------------------------------------------------- schedule
     def done(self, frames: int) -> bool:
-        return frames >= self._total_frames or bool(self.stop) or self.solved is not None
+        if self.solved is not None and frames >= self.solved[0] + self.cfg.eval.frames_past_target:
+            return True
+        return frames >= self._total_frames or bool(self.stop)
 
     def step_done(
         self,
@@ -200,7 +203,9 @@ class Run:
     ) -> tuple[list[float], list[int], Path | None] | GaveUp | None:
         """The evaluation's episodes and video; None if `cancelled()` turned true meanwhile;
         GaveUp if a periodic one could no longer reach eval.target_return (eval.max_return)."""
-        played = self.evaluator.evaluate(act, cancelled=cancelled, may_give_up=periodic)
+        # past the solve (eval.frames_past_target) every evaluation plays to the end: a real mean
+        may_give_up = periodic and self.solved is None
+        played = self.evaluator.evaluate(act, cancelled=cancelled, may_give_up=may_give_up)
         if played is None or isinstance(played, GaveUp):
             return played
         video = None
@@ -246,19 +251,28 @@ class Run:
         )
         if video is not None:
             self.tracker.video(frames, video)
+        payload = None
         if self.best_eval is None or mean > self.best_eval:
             self.best_eval = mean
-            self.save(frames, {**state(), "eval": metrics, "eval_time_s": time_s}, self.best_path)
+            payload = {**state(), "eval": metrics, "eval_time_s": time_s}
+            self.save(frames, payload, self.best_path)
         target = self.cfg.eval.target_return
         if target is not None and self.solved is None and mean >= target:
             self.solved = (frames, time_s)
             self.tracker.log(
                 frames, {"eval/target_frames": frames, "eval/target_minutes": time_s / 60}
             )
+            past = self.cfg.eval.frames_past_target
+            then = (
+                f"training on for {past:,} frames (eval.frames_past_target)" if past else "stopping"
+            )
             self.tracker.message(
                 f"target reached: eval return {mean:.2f} >= {target:g} "
-                f"with the policy of {frames:,} frames, {time_s / 60:.1f} min of training; stopping"
+                f"with the policy of {frames:,} frames, {time_s / 60:.1f} min of training; {then}"
             )
+            if past:  # best.pt may move on: the solving policy stays in target.pt
+                payload = payload or {**state(), "eval": metrics, "eval_time_s": time_s}
+                self.save(frames, payload, self.target_path)
         return metrics
 
     def evaluate(
@@ -364,7 +378,8 @@ class Run:
         path = self.save(frames, state())
         self.tracker.message(f"checkpoint: {path}")
         evaluated = self.tracker.last_eval_frames == frames  # a periodic one just did
-        if not self.stop and self.solved is None and self.cfg.eval.final and not evaluated:
+        stopped_at_target = self.solved is not None and not self.cfg.eval.frames_past_target
+        if not self.stop and not stopped_at_target and self.cfg.eval.final and not evaluated:
             self.evaluate(frames, act, state)
 
     def close(self) -> None:

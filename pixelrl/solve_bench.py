@@ -10,7 +10,9 @@ For each seed, one after the other:
   3. the raw env's speed again, right after the training: a shared host's speed drifts over a
      half-hour run (one 30-s measurement swung 12.7k-21.4k frames/s within a session), and the
      mean of one before and one after brackets the run;
-  4. the final policy evaluated again with sticky actions 0.25 (Atari), a robustness check.
+  4. the solving policy evaluated again with sticky actions 0.25 (Atari), a robustness check;
+     with args="eval.frames_past_target=N" the run trains on N frames past its solve, and the
+     final policy is scored too (its own evaluation at sticky 0, and at 0.25).
 Per seed it reports minutes and frames to the solve (the evaluated policy's own clock, as
 `eval/target_minutes` measures it), training frames/s, and the machine-independent **solve cost**
 = seconds to solve x the raw env's frames/s (the mean of the two measurements): frames to solve /
@@ -169,6 +171,9 @@ def run_seed(
     solved_row = next((r for r in rows if "eval/target_minutes" in r), None)
     evals = [r for r in rows if r.get("eval/return_mean") is not None]
     last = rows[-1]
+    means = {r["frames"]: r["eval/return_mean"] for r in evals}
+    # the solving evaluation's own mean (eval.frames_past_target: later ones follow it)
+    at_solve = means[solved_row["eval/target_frames"]] if solved_row else None
     fps = last["frames"] / max(1e-9, last["time_s"])
     result = {
         "seed": seed,
@@ -181,7 +186,7 @@ def run_seed(
         "raw_fps_after": raw_after,
         "ratio": fps / raw_fps,
         "solve_cost": (solved_row["eval/target_minutes"] * 60 * raw_fps) if solved_row else None,
-        "eval_sticky_0": evals[-1]["eval/return_mean"] if solved_row else None,
+        "eval_sticky_0": at_solve,
         "evals": [(r["frames"], round(r["time_s"] / 60, 2), r["eval/return_mean"]) for r in evals],
         # evaluations that gave up (eval.max_return): the best mean they could still have reached
         # and the agent steps each of its env copies played first (a full one: a whole game each)
@@ -200,34 +205,60 @@ def run_seed(
         "wall_minutes": wall_s / 60,
         "run_dir": str(run_dir),
     }
+    past = solved_row is not None and last["frames"] > solved_row["eval/target_frames"]
+    if past:  # trained on past the solve (eval.frames_past_target): the final policy too
+        result["final_frames"] = last["frames"]
+        # its own evaluation (none when the cap stopped the run)
+        result["eval_sticky_0_final"] = means.get(last["frames"])
     if stopped:
         result["stopped"] = True  # by the user, before its cap: a partial run
         return result
-    if b.robustness and solved_row:
-        best = run_dir / "checkpoints" / "best.pt"
-        load = best if best.is_file() else run_dir
-        code, out, err, stopped = _cli(
-            [
-                "mode=eval",
-                f"load={load}",
-                *b.robustness,
-                f"eval.episodes={EVAL_EPISODES}",
-                f"eval.num_envs={EVAL_EPISODES}",
-                "logger.wandb.mode=disabled",
-                f"hydra.run.dir={run_dir}/eval_{'_'.join(b.robustness).replace('=', '-')}",
-            ],
-            out_dir,
-            timeout=3600,
+    if not (b.robustness and solved_row):
+        return result
+    ckpts = run_dir / "checkpoints"
+    # the solving policy: target.pt when the run trained on past it, else best.pt (the solve is
+    # the best evaluation)
+    solving = next((p for p in (ckpts / "target.pt", ckpts / "best.pt") if p.is_file()), run_dir)
+    checks = [("", solving)] + ([("_final", ckpts / "last.pt")] if past else [])
+    for suffix, load in checks:
+        score, stopped = _robustness(
+            b, load, run_dir / f"eval{suffix}_{_slug(b.robustness)}", out_dir
         )
-        score = _last_json(out) if code == 0 else None
         if stopped:
             result["stopped"] = True  # the solve stands; its robustness check was not finished
             return result
-        if score is None:
-            raise RuntimeError(f"seed {seed}: robustness evaluation failed: {err.strip()[-400:]}")
-        result["eval_sticky_025"] = score["return_mean"]
-        result["robustness"] = {"overrides": b.robustness, "checkpoint": str(load), **score}
+        result[f"eval_sticky_025{suffix}"] = score["return_mean"]
+        result[f"robustness{suffix}"] = {
+            "overrides": b.robustness,
+            "checkpoint": str(load),
+            **score,
+        }
     return result
+
+
+def _slug(overrides: list[str]) -> str:
+    return "_".join(overrides).replace("=", "-")
+
+
+def _robustness(b: SolveBench, load: Path, run_dir: Path, cwd: Path) -> tuple[dict | None, bool]:
+    """The policy in `load` evaluated under b.robustness: (its scores, stopped by the user)."""
+    code, out, err, stopped = _cli(
+        [
+            "mode=eval",
+            f"load={load}",
+            *b.robustness,
+            f"eval.episodes={EVAL_EPISODES}",
+            f"eval.num_envs={EVAL_EPISODES}",
+            "logger.wandb.mode=disabled",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd,
+        timeout=3600,
+    )
+    score = _last_json(out) if code == 0 else None
+    if score is None and not stopped:
+        raise RuntimeError(f"{load}: robustness evaluation failed: {err.strip()[-400:]}")
+    return score, stopped
 
 
 def extra_env(extra: list[str]) -> list[str]:
@@ -287,6 +318,12 @@ def format_seed(r: dict) -> str:
     )
     if "eval_sticky_025" in r:
         line += f" | sticky 0.25: {r['eval_sticky_025']:.1f}"
+    if "final_frames" in r:  # trained on past the solve (eval.frames_past_target)
+        line += f" | final policy at {_m(r['final_frames'])}:"
+        if r.get("eval_sticky_0_final") is not None:
+            line += f" eval {r['eval_sticky_0_final']:.1f}"
+        if "eval_sticky_025_final" in r:
+            line += f" sticky 0.25: {r['eval_sticky_025_final']:.1f}"
     return line
 
 

@@ -262,6 +262,45 @@ def test_a_stop_during_the_second_raw_env_measurement_keeps_the_trained_seed(tmp
     assert r["solve_cost"] == pytest.approx(0.5 * 60 * 1000.0) and "eval_sticky_025" not in r
 
 
+def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
+    tmp_path, monkeypatch
+):
+    """eval.frames_past_target: the solve's figures are the solving evaluation's (not the later
+    ones), its robustness check plays target.pt, and the final policy (last.pt) is checked too."""
+    from pixelrl import raw_speed, solve_bench
+
+    loaded = []
+
+    def cli(args, cwd, timeout=None, cap_s=None):
+        run_dir = Path(next(a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        if "mode=eval" in args:
+            load = Path(next(a for a in args if a.startswith("load=")).split("=", 1)[1])
+            loaded.append(load.name)
+            score = {"target.pt": 12.0, "last.pt": 16.0}[load.name]
+            return 0, json.dumps({"return_mean": score}) + "\n", "", False
+        (run_dir / "checkpoints").mkdir(parents=True)
+        for name in ("best.pt", "target.pt", "last.pt"):
+            (run_dir / "checkpoints" / name).write_bytes(b"")
+        rows = [
+            {"frames": 500, "time_s": 1.0, "eval/return_mean": 18.5},
+            {"frames": 500, "time_s": 1.0, "eval/target_minutes": 0.5, "eval/target_frames": 500},
+            {"frames": 700, "time_s": 1.5, "eval/return_mean": 20.0},
+            {"frames": 900, "time_s": 2.0, "eval/return_mean": 19.0},
+        ]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return 0, "", "", False
+
+    monkeypatch.setattr(raw_speed, "raw_env_speed", lambda *a: {"frames_per_s": 1000.0})
+    monkeypatch.setattr(solve_bench, "_cli", cli)
+    b = solve_bench.SOLVES["pong_solve"]
+    r = solve_bench.run_seed(b, 1, 1.0, 1.0, ["eval.frames_past_target=400"], tmp_path)
+    assert r["solved"] and r["frames"] == 500 and r["eval_sticky_0"] == 18.5
+    assert loaded == ["target.pt", "last.pt"]
+    assert r["eval_sticky_025"] == 12.0 and r["eval_sticky_025_final"] == 16.0
+    assert r["final_frames"] == 900 and r["eval_sticky_0_final"] == 19.0
+    assert "final policy at 0.0M: eval 19.0 sticky 0.25: 16.0" in solve_bench.format_seed(r)
+
+
 @pytest.mark.parametrize("extra", [[], ["env.sticky_actions=0.25"]])
 def test_pong_solve_scores_the_solve_at_sticky_0_and_the_robustness_check_at_025(extra):
     """The commands pong_solve runs are valid configs, and its evaluations play the sticky

@@ -373,6 +373,29 @@ def test_target_return_stops_at_the_first_evaluation_that_reaches_it(cli, tmp_pa
 
 
 @pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
+def test_frames_past_target_trains_on_after_the_solve_and_keeps_the_solving_policy(
+    cli, tmp_path, algo
+):
+    args = [f"algo={algo}", "env=Catch", "total_frames=2000000", "eval.every_frames=3000"]
+    args += ["eval.target_return=-1", "eval.frames_past_target=9000", "eval.episodes=2"]
+    proc = cli(*args, "hydra.run.dir=.", *FAST, check=True)
+    rows = metrics(tmp_path)
+    solved = [r for r in rows if "eval/target_frames" in r]
+    assert len(solved) == 1
+    at = solved[0]["eval/target_frames"]
+    evals = [r for r in rows if "eval/return_mean" in r]
+    assert evals[0]["frames"] == at  # the first evaluation reaches -1
+    # it trained on: later evaluations of later policies, the final one at or past the extra frames
+    assert len(evals) >= 3 and evals[-1]["frames"] >= at + 9000
+    assert max(r["frames"] for r in rows) < 200_000  # and still stopped long before total_frames
+    assert "training on for 9,000 frames" in proc.stdout + proc.stderr
+    ckpts = tmp_path / "checkpoints"
+    target = checkpoint.load(ckpts / "target.pt")
+    assert target["frames"] == at and target["eval"]["eval/return_mean"] >= -1
+    assert checkpoint.load(ckpts / "last.pt")["frames"] >= at + 9000
+
+
+@pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
 def test_a_periodic_evaluation_that_cannot_reach_the_target_gives_up(cli, tmp_path, algo):
     # a Catch episode returns at most 1 (eval.max_return), so a mean of 2 is out of reach from
     # the first step: every periodic evaluation stops at once and logs its bound, not a mean;
