@@ -220,24 +220,16 @@ def run_seed(
     # the best evaluation)
     solving = next((p for p in (ckpts / "target.pt", ckpts / "best.pt") if p.is_file()), run_dir)
     checks = [("", solving)] + ([("_final", ckpts / "last.pt")] if past else [])
+    slug = "_".join(b.robustness).replace("=", "-")
     for suffix, load in checks:
-        score, stopped = _robustness(
-            b, load, run_dir / f"eval{suffix}_{_slug(b.robustness)}", out_dir
-        )
+        score, stopped = _robustness(b, load, run_dir / f"eval{suffix}_{slug}", out_dir)
         if stopped:
             result["stopped"] = True  # the solve stands; its robustness check was not finished
             return result
         result[f"eval_sticky_025{suffix}"] = score["return_mean"]
-        result[f"robustness{suffix}"] = {
-            "overrides": b.robustness,
-            "checkpoint": str(load),
-            **score,
-        }
+        checked = {"overrides": b.robustness, "checkpoint": str(load)}
+        result[f"robustness{suffix}"] = {**checked, **score}
     return result
-
-
-def _slug(overrides: list[str]) -> str:
-    return "_".join(overrides).replace("=", "-")
 
 
 def _robustness(b: SolveBench, load: Path, run_dir: Path, cwd: Path) -> tuple[dict | None, bool]:
