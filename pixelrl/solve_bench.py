@@ -10,7 +10,8 @@ For each seed, one after the other:
   3. the raw env's speed again, right after the training: a shared host's speed drifts over a
      half-hour run (one 30-s measurement swung 12.7k-21.4k frames/s within a session), and the
      mean of one before and one after brackets the run;
-  4. the solving policy evaluated again with sticky actions 0.25 (Atari), a robustness check;
+  4. the solving policy evaluated again with sticky actions 0.25 (Atari) over 30 games, a
+     robustness check;
      with args="eval.frames_past_target=N" the run trains on N frames past its solve, and the
      final policy is scored too (its own evaluation at sticky 0, and at 0.25).
 Per seed it reports minutes and frames to the solve (the evaluated policy's own clock, as
@@ -82,6 +83,9 @@ SOLVES = {
     ),
 }
 EVAL_EPISODES = 10
+# the sticky-0.25 check: 10 games of one policy swing by 1-2 points from one try to the next
+# (recorded side by side in BENCHMARKS.md); 30 games, 10 at a time
+ROBUSTNESS_EPISODES = 30
 
 
 def _cli(args: list[str], cwd: Path, timeout: float | None = None, cap_s: float | None = None):
@@ -239,7 +243,7 @@ def _robustness(b: SolveBench, load: Path, run_dir: Path, cwd: Path) -> tuple[di
             "mode=eval",
             f"load={load}",
             *b.robustness,
-            f"eval.episodes={EVAL_EPISODES}",
+            f"eval.episodes={ROBUSTNESS_EPISODES}",
             f"eval.num_envs={EVAL_EPISODES}",
             "logger.wandb.mode=disabled",
             f"hydra.run.dir={run_dir}",
