@@ -24,7 +24,7 @@ from pixelrl import algos, checkpoint, envs
 from pixelrl.config import register_configs, validate
 from pixelrl.device import check_spec, describe, keep_freed_memory, resolve_device
 from pixelrl.errors import CheckpointError, ConfigError, TrainingError
-from pixelrl.run import Run, seed_everything
+from pixelrl.run import Run, seed_everything, solve_from_checkpoint
 from pixelrl.tracking import check_wandb, summarize_returns
 
 
@@ -309,6 +309,16 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name)
             print(
                 f"resume: the checkpoint is already at {resume['frames']:,} frames >= total_frames="
                 f"{cfg.total_frames:,}; raise total_frames to train further",
+                file=sys.stderr,
+            )
+            return JobResult(0, float(resume.get("best_eval") or math.nan))
+        solved = solve_from_checkpoint(resume, cfg)
+        if solved is not None and resume["frames"] >= solved[0] + cfg.eval.frames_past_target:
+            print(
+                f"resume: the run reached eval.target_return={cfg.eval.target_return:g} at "
+                f"{solved[0]:,} frames (eval.frames_past_target={cfg.eval.frames_past_target:,}) and "
+                f"stopped at {resume['frames']:,}; raise eval.frames_past_target, or set "
+                "eval.target_return=null, to train further",
                 file=sys.stderr,
             )
             return JobResult(0, float(resume.get("best_eval") or math.nan))

@@ -29,6 +29,16 @@ from pixelrl.evaluate import Evaluator, GaveUp
 from pixelrl.tracking import Tracker
 
 
+def solve_from_checkpoint(payload: dict, cfg: DictConfig) -> tuple[int, float] | None:
+    """The (frames, seconds of training) at which a resumed run first reached its target, if
+    it did and that evaluation also reaches this command's eval.target_return."""
+    solved = payload.get("solved")
+    target = cfg.eval.target_return
+    if not solved or target is None or solved["return_mean"] < target:
+        return None
+    return int(solved["frames"]), float(solved["time_s"])
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -135,13 +145,28 @@ class Run:
         self._eval_result = None
         self._eval_cancel = threading.Event()
         # (frames, seconds of training) of the first policy whose evaluation reached
-        # eval.target_return: training stops there
-        self.solved: tuple[int, float] | None = None
+        # eval.target_return: training stops there (or eval.frames_past_target later); a resumed
+        # run remembers it, so it neither trains past it again nor counts a second solve
+        self.solved = solve_from_checkpoint(resume, cfg) if resume else None
+        self._solved_return: float | None = (
+            resume["solved"]["return_mean"] if self.solved is not None else None
+        )
         self._eval_waiting_said = False
         self._save_failed_said = False
         # the learner's latest state() and frame count, for a checkpoint after a fault
         self._state: Callable[[], dict[str, Any]] | None = None
         self.frames = start_frames
+        if self.solved is not None and cfg.eval.frames_past_target:
+            self._keep_solving_policy()
+
+    def _keep_solving_policy(self) -> None:
+        """A run that stopped at its solve, resumed to train past it: its best.pt is the solving
+        policy (no earlier evaluation reached the target), kept as target.pt before it moves on."""
+        if self.target_path.exists() or not self.best_path.exists():
+            return
+        best = checkpoint.load(self.best_path)
+        if best["frames"] == self.solved[0]:
+            checkpoint.save(self.target_path, best)
 
     def set_spaces(self, obs_space, action_space) -> None:
         """Record the env's spaces (they go into every checkpoint, for load_agent)."""
@@ -258,7 +283,7 @@ class Run:
             self.save(frames, payload, self.best_path)
         target = self.cfg.eval.target_return
         if target is not None and self.solved is None and mean >= target:
-            self.solved = (frames, time_s)
+            self.solved, self._solved_return = (frames, time_s), mean
             self.tracker.log(
                 frames, {"eval/target_frames": frames, "eval/target_minutes": time_s / 60}
             )
@@ -335,6 +360,13 @@ class Run:
             "rng": checkpoint.rng_state(),
             "spaces": self.spaces,
             "best_eval": self.best_eval,
+            "solved": None
+            if self.solved is None
+            else {
+                "frames": self.solved[0],
+                "time_s": self.solved[1],
+                "return_mean": self._solved_return,
+            },
             **state,
         }
         try:

@@ -395,6 +395,29 @@ def test_frames_past_target_trains_on_after_the_solve_and_keeps_the_solving_poli
     assert checkpoint.load(ckpts / "last.pt")["frames"] >= at + 9000
 
 
+def test_a_resumed_run_remembers_its_solve(cli, tmp_path):
+    """A run that stopped at its target, resumed: as it was, there is nothing left to train; with
+    eval.frames_past_target it trains on past the first solve (not a second one), and the
+    solving policy is kept as target.pt."""
+    args = ["algo=actor_critic", "env=Catch", "total_frames=2000000", "eval.every_frames=3000"]
+    args += ["eval.target_return=-1", "eval.episodes=2"]
+    cli(*args, "hydra.run.dir=.", *FAST, check=True)
+    rows = metrics(tmp_path)
+    at = next(r["eval/target_frames"] for r in rows if "eval/target_frames" in r)
+    ckpts = tmp_path / "checkpoints"
+    assert not (ckpts / "target.pt").exists()  # it stopped at the solve: best.pt is the policy
+
+    proc = cli("resume=.", *FAST, check=True)
+    assert f"reached eval.target_return=-1 at {at:,} frames" in proc.stderr
+    assert len(metrics(tmp_path)) == len(rows)  # nothing trained, nothing logged
+
+    proc = cli("resume=.", "eval.frames_past_target=9000", *FAST, check=True)
+    rows = metrics(tmp_path)
+    assert [r["eval/target_frames"] for r in rows if "eval/target_frames" in r] == [at]
+    assert at + 9000 <= max(r["frames"] for r in rows) < 200_000
+    assert checkpoint.load(ckpts / "target.pt")["frames"] == at
+
+
 @pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
 def test_a_periodic_evaluation_that_cannot_reach_the_target_gives_up(cli, tmp_path, algo):
     # a Catch episode returns at most 1 (eval.max_return), so a mean of 2 is out of reach from
