@@ -543,5 +543,7 @@ def test_the_app_keeps_freed_memory_so_updates_do_not_page_fault():
         return int(out.stdout.split()[-1])
 
     default, app = faults("default"), faults("app")
-    assert default > 1000  # thousands of faults in each update
-    assert app < default / 10
+    # hundreds to thousands of faults in each update: 890-5,778 on a 2-core AMD EPYC (the count
+    # varies with how many pages the kernel backs with huge pages), 0 with the app's settings
+    assert default >= 200
+    assert app * 10 < default
