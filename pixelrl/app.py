@@ -312,11 +312,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name)
                 file=sys.stderr,
             )
             return JobResult(0, float(resume.get("best_eval") or math.nan))
-        solved = solve_from_checkpoint(resume, cfg)
-        if solved is not None and resume["frames"] >= solved[0] + cfg.eval.frames_past_target:
+        solved, past = solve_from_checkpoint(resume, cfg), cfg.eval.frames_past_target
+        if solved is not None and resume["frames"] >= solved["frames"] + past:
             print(
                 f"resume: the run reached eval.target_return={cfg.eval.target_return:g} at "
-                f"{solved[0]:,} frames (eval.frames_past_target={cfg.eval.frames_past_target:,}) and "
+                f"{solved['frames']:,} frames (eval.frames_past_target={past:,}) and "
                 f"stopped at {resume['frames']:,}; raise eval.frames_past_target, or set "
                 "eval.target_return=null, to train further",
                 file=sys.stderr,

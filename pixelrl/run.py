@@ -29,14 +29,14 @@ from pixelrl.evaluate import Evaluator, GaveUp
 from pixelrl.tracking import Tracker
 
 
-def solve_from_checkpoint(payload: dict, cfg: DictConfig) -> tuple[int, float] | None:
-    """The (frames, seconds of training) at which a resumed run first reached its target, if
-    it did and that evaluation also reaches this command's eval.target_return."""
+def solve_from_checkpoint(payload: dict, cfg: DictConfig) -> dict | None:
+    """A resumed run's first solve ({frames, time_s, return_mean}), if it had one and that
+    evaluation also reaches this command's eval.target_return."""
     solved = payload.get("solved")
     target = cfg.eval.target_return
     if not solved or target is None or solved["return_mean"] < target:
         return None
-    return int(solved["frames"]), float(solved["time_s"])
+    return solved
 
 
 def seed_everything(seed: int) -> None:
@@ -144,13 +144,10 @@ class Run:
         self._eval_thread: threading.Thread | None = None
         self._eval_result = None
         self._eval_cancel = threading.Event()
-        # (frames, seconds of training) of the first policy whose evaluation reached
-        # eval.target_return: training stops there (or eval.frames_past_target later); a resumed
-        # run remembers it, so it neither trains past it again nor counts a second solve
-        self.solved = solve_from_checkpoint(resume, cfg) if resume else None
-        self._solved_return: float | None = (
-            resume["solved"]["return_mean"] if self.solved is not None else None
-        )
+        # {frames, time_s (of training), return_mean} of the first policy whose evaluation
+        # reached eval.target_return: training stops there (or eval.frames_past_target later); a
+        # resumed run remembers it, so it neither trains past it again nor counts a second solve
+        self.solved: dict | None = solve_from_checkpoint(resume, cfg) if resume else None
         self._eval_waiting_said = False
         self._save_failed_said = False
         # the learner's latest state() and frame count, for a checkpoint after a fault
@@ -165,7 +162,7 @@ class Run:
         if self.target_path.exists() or not self.best_path.exists():
             return
         best = checkpoint.load(self.best_path)
-        if best["frames"] == self.solved[0]:
+        if best["frames"] == self.solved["frames"]:
             checkpoint.save(self.target_path, best)
 
     def set_spaces(self, obs_space, action_space) -> None:
@@ -174,7 +171,8 @@ class Run:
 
     # ----------------------------------------------------------------- schedule
     def done(self, frames: int) -> bool:
-        if self.solved is not None and frames >= self.solved[0] + self.cfg.eval.frames_past_target:
+        past = self.cfg.eval.frames_past_target
+        if self.solved is not None and frames >= self.solved["frames"] + past:
             return True
         return frames >= self._total_frames or bool(self.stop)
 
@@ -283,7 +281,7 @@ class Run:
             self.save(frames, payload, self.best_path)
         target = self.cfg.eval.target_return
         if target is not None and self.solved is None and mean >= target:
-            self.solved, self._solved_return = (frames, time_s), mean
+            self.solved = {"frames": frames, "time_s": time_s, "return_mean": mean}
             self.tracker.log(
                 frames, {"eval/target_frames": frames, "eval/target_minutes": time_s / 60}
             )
@@ -360,13 +358,7 @@ class Run:
             "rng": checkpoint.rng_state(),
             "spaces": self.spaces,
             "best_eval": self.best_eval,
-            "solved": None
-            if self.solved is None
-            else {
-                "frames": self.solved[0],
-                "time_s": self.solved[1],
-                "return_mean": self._solved_return,
-            },
+            "solved": self.solved,
             **state,
         }
         try:
