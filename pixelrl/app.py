@@ -24,7 +24,7 @@ from pixelrl import algos, checkpoint, envs
 from pixelrl.config import register_configs, validate
 from pixelrl.device import check_spec, describe, keep_freed_memory, resolve_device
 from pixelrl.errors import CheckpointError, ConfigError, TrainingError
-from pixelrl.run import Run, seed_everything, solve_from_checkpoint
+from pixelrl.run import Run, past_solve, seed_everything, solve_from_checkpoint
 from pixelrl.tracking import check_wandb, summarize_returns
 
 
@@ -313,7 +313,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str], group, job_name)
             )
             return JobResult(0, float(resume.get("best_eval") or math.nan))
         solved, past = solve_from_checkpoint(resume, cfg), cfg.eval.frames_past_target
-        if solved is not None and resume["frames"] >= solved["frames"] + past:
+        if past_solve(solved, resume["frames"], cfg):
             print(
                 f"resume: the run reached eval.target_return={cfg.eval.target_return:g} at "
                 f"{solved['frames']:,} frames (eval.frames_past_target={past:,}) and "

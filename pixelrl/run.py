@@ -39,6 +39,11 @@ def solve_from_checkpoint(payload: dict, cfg: DictConfig) -> dict | None:
     return solved
 
 
+def past_solve(solved: dict | None, frames: int, cfg: DictConfig) -> bool:
+    """Whether a run at `frames` is done with its first solve: eval.frames_past_target past it."""
+    return solved is not None and frames >= solved["frames"] + cfg.eval.frames_past_target
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -171,8 +176,7 @@ class Run:
 
     # ----------------------------------------------------------------- schedule
     def done(self, frames: int) -> bool:
-        past = self.cfg.eval.frames_past_target
-        if self.solved is not None and frames >= self.solved["frames"] + past:
+        if past_solve(self.solved, frames, self.cfg):
             return True
         return frames >= self._total_frames or bool(self.stop)
 
