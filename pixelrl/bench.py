@@ -23,12 +23,13 @@ frame bytes, and the time of one sample of 256 3-step transitions.
 `which=pong_solve` is a time-to-solve benchmark over seeds instead (pixelrl/solve_bench.py):
 
     python -m pixelrl.bench which=pong_solve [seeds=1,2,3,4,5] [minutes=60] [raw_seconds=30]
-                            [args="algo.n_steps=20 ..."] [out=FILE.json]
+                            [args="algo.n_steps=20 ..."] [device=cuda] [out=FILE.json]
 
 The raw env is measured for `raw_seconds` before and again after each seed's training; the
 solve cost uses their mean. Each seed's run dir is kept beside the JSON; an `out=` file that
 already holds results of the same benchmark keeps its other seeds (run seeds one call at a time,
-gather them in one file). Ctrl-C or SIGTERM stops it: the seed's training command is stopped too
+gather them in one file). `device=cuda` (or a device= override in args=) trains there, and the
+JSON's machine names the GPU. Ctrl-C or SIGTERM stops it: the seed's training command is stopped too
 (it saves its checkpoint), the JSON keeps that seed as a partial run marked `stopped` (left out of
 the summary), and it exits with 130.
 """
@@ -433,6 +434,15 @@ def format_ab(r: dict) -> str:
     )
 
 
+def solve_device(args: str, device: str) -> tuple[str, str]:
+    """The time-to-solve runs' device: a device= override in args= wins over device=; a device=
+    other than the default cpu joins the runs' overrides. Returns (args, device)."""
+    named = [a.split("=", 1)[1] for a in shlex.split(args) if a.startswith("device=")]
+    if named:
+        return args, named[-1]
+    return (f"{args} device={device}".strip() if device != "cpu" else args), device
+
+
 def solve_main(name: str, opts: dict) -> int:
     """which=pong_solve: the time-to-solve benchmark over seeds (pixelrl/solve_bench.py)."""
     from pixelrl import solve_bench
@@ -455,13 +465,15 @@ def solve_main(name: str, opts: dict) -> int:
         if old.get("name") != name:
             raise ConfigError(f"{out} holds other results; use another out=")
         earlier = old["seeds"]
-    info = machine_info("cpu")
+    args, device = solve_device(opts["args"], opts["device"])
+    info = machine_info(device)
+    gpu = f" | {info['gpu']}" if "gpu" in info else ""
     print(
-        f"pixelrl.bench | {info['cpu']} | {info['cpus']} CPUs | torch {info['torch']} | commit {info.get('commit', '?')}"
+        f"pixelrl.bench | {info['cpu']} | {info['cpus']} CPUs | torch {info['torch']}{gpu} | commit {info.get('commit', '?')}"
     )
     try:
         result = solve_bench.run(
-            name, seeds, minutes, raw_seconds, opts["args"], out.with_suffix(""), earlier
+            name, seeds, minutes, raw_seconds, args, out.with_suffix(""), earlier
         )
     except RuntimeError as e:
         print(f"pixelrl.bench: error: {e}", file=sys.stderr)

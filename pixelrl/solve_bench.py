@@ -54,7 +54,7 @@ class SolveBench:
 SOLVES = {
     "pong_solve": SolveBench(
         "pong_solve",
-        "A3C on Pong, the default command, to a greedy eval >= 18 (10 games, sticky actions 0)",
+        "Pong with the default command (A3C) and args=, to a greedy eval >= 18 (10 games, sticky actions 0)",
         ["algo=a3c", "env=Pong"],
         ["env=Pong"],
         16,

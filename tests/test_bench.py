@@ -317,3 +317,18 @@ def test_pong_solve_scores_the_solve_at_sticky_0_and_the_robustness_check_at_025
     assert train.eval.max_return == 21
     robust = compose_config([*b.args, *extra, *b.eval_args, *b.robustness])
     assert eval_env_config(robust).sticky_actions == 0.25
+
+
+@pytest.mark.parametrize(
+    "args, device, expected",
+    [
+        ("", "cpu", ("", "cpu")),
+        ("algo=actor_critic", "cuda", ("algo=actor_critic device=cuda", "cuda")),
+        ("device=cuda:1 seed=3", "cpu", ("device=cuda:1 seed=3", "cuda:1")),
+        ("device=cpu", "cuda", ("device=cpu", "cpu")),  # the run's own override wins
+    ],
+)
+def test_a_time_to_solve_benchmark_trains_on_the_device_it_reports(args, device, expected):
+    from pixelrl.bench import solve_device
+
+    assert solve_device(args, device) == expected
