@@ -192,7 +192,10 @@ def group_runs(runs: list[RunData], by: str = "config") -> list[Group]:
         g.label = " ".join([base or g.runs[0].path.name, *extra]).strip()
         if by == "run":
             seed = g.runs[0].config.get("seed")
-            g.label += f" seed={seed}" if seed is not None else f" {g.runs[0].path.name}"
+            if seed is not None:
+                g.label += f" seed={seed}"
+            elif base:  # a run without a config is already labelled by its dir's name
+                g.label += f" {g.runs[0].path.name}"
         elif len(g.runs) > 1:
             g.label += f" ({len(g.runs)} seeds)"
     return out

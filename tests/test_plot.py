@@ -235,3 +235,15 @@ def test_job_dirs_with_equals_signs_are_paths_not_options(sweep, tmp_path, capsy
     assert plot.main([*jobs, f"out={tmp_path / 'two.png'}"]) == 0
     assert "1 configuration(s), 2 run(s)" in capsys.readouterr().out
     assert plot.main([str(tmp_path / "no=such_run")]) == 2  # neither a path nor an option
+
+
+def test_a_run_without_a_config_is_labelled_by_its_dir_once(tmp_path):
+    """metrics.jsonl copied on its own (from another machine, say): its dir names it, once."""
+    for name in ("gpu_seed_1", "cpu_seed_1"):
+        (tmp_path / name).mkdir()
+        rows = [
+            {"frames": 1000 * i, "time_s": i, "train/episode_return": float(i)} for i in range(5)
+        ]
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    runs = [load_run(tmp_path / name) for name in ("gpu_seed_1", "cpu_seed_1")]
+    assert sorted(g.label for g in group_runs(runs, by="run")) == ["cpu_seed_1", "gpu_seed_1"]
