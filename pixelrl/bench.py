@@ -121,7 +121,7 @@ BENCHES = {
     ),
     "a2c_pong": Bench(
         "a2c_pong",
-        "A2C (actor_critic), 16 envs, Nature CNN",
+        "A2C (actor_critic), 16 envs, its Pong preset (A3C trunk, 10-step returns)",
         ["algo=actor_critic", "env=Pong"],
         ["env=Pong"],
         16,
