@@ -5,6 +5,7 @@ Shared by A2C (one learner, N synchronous envs) and A3C (each worker is such a l
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from pixelrl.device import bf16_features
@@ -54,9 +55,10 @@ def collect(
         logits_t.append(logits)
         values_t.append(value)
         actions_t.append(action)
-        rewards_t.append(torch.as_tensor(reward, device=device))
-        term_t.append(torch.as_tensor(terminated, device=device))
-        trunc_t.append(torch.as_tensor(truncated, device=device))
+        # kept on the host until the rollout ends: on a GPU, one copy each instead of n_steps
+        rewards_t.append(reward)
+        term_t.append(terminated)
+        trunc_t.append(truncated)
         obs = torch.as_tensor(next_obs, device=device)
     values = torch.stack(values_t)
     with torch.no_grad():
@@ -68,9 +70,9 @@ def collect(
         "logits": torch.stack(logits_t),
         "values": values,
         "actions": torch.stack(actions_t),
-        "rewards": torch.stack(rewards_t),
-        "terminated": torch.stack(term_t),
-        "truncated": torch.stack(trunc_t),
+        "rewards": torch.as_tensor(np.stack(rewards_t), device=device),
+        "terminated": torch.as_tensor(np.stack(term_t), device=device),
+        "truncated": torch.as_tensor(np.stack(trunc_t), device=device),
         "next_values": next_values,
     }
     seen = torch.stack(obs_t) if obs_t else None
