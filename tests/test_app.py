@@ -67,13 +67,25 @@ def test_an_algo_env_pairing_file_applies_only_to_its_pair():
     assert (reach.algo.encoder, reach.algo.batch_size) == ("a3c", 32)  # conf/algo_env/ddpg_Reach
     assert (pendulum.algo.encoder, pendulum.algo.batch_size) == ("drq", 256)  # DDPG's defaults
     assert reach.env.resolution == 32 and reach.total_frames == 3_000  # the env's own keys
-    # the default command takes conf/algo_env/a3c_Pong's 10-step returns; other pairings, the
-    # schema's 5, and the command line wins over the pairing file
-    steps = {
-        pair: compose_config(list(pair)).algo.n_steps
-        for pair in [(), ("env=Breakout",), ("env=Catch",), ("algo=actor_critic",)]
+    # the default command takes conf/algo_env/a3c_Pong's 10-step returns and A2C on Pong its own
+    # pairing's (actor_critic_Pong); other pairings, the schema's 5, and the command line wins
+    # over the pairing file
+    pairs = [(), ("env=Breakout",), ("env=Catch",), ("algo=actor_critic",)]
+    pairs.append(("algo=actor_critic", "env=Catch"))
+    steps = {pair: compose_config(list(pair)).algo.n_steps for pair in pairs}
+    assert steps == {
+        (): 10,
+        ("env=Breakout",): 5,
+        ("env=Catch",): 5,
+        ("algo=actor_critic",): 10,
+        ("algo=actor_critic", "env=Catch"): 5,
     }
-    assert steps == {(): 10, ("env=Breakout",): 5, ("env=Catch",): 5, ("algo=actor_critic",): 5}
+    a2c_pong = compose_config(["algo=actor_critic"])
+    assert (a2c_pong.model.trunk, a2c_pong.model.center, a2c_pong.algo.lr_decay) == (
+        "a3c",
+        True,
+        "none",
+    )
     assert compose_config(["algo.n_steps=7"]).algo.n_steps == 7
 
 
