@@ -70,8 +70,13 @@ def test_an_algo_env_pairing_file_applies_only_to_its_pair():
     # the default command takes conf/algo_env/a3c_Pong's 10-step returns and A2C on Pong its own
     # pairing's (actor_critic_Pong); other pairings, the schema's 5, and the command line wins
     # over the pairing file
-    pairs = [(), ("env=Breakout",), ("env=Catch",), ("algo=actor_critic",)]
-    pairs.append(("algo=actor_critic", "env=Catch"))
+    pairs = [
+        (),
+        ("env=Breakout",),
+        ("env=Catch",),
+        ("algo=actor_critic",),
+        ("algo=actor_critic", "env=Catch"),
+    ]
     steps = {pair: compose_config(list(pair)).algo.n_steps for pair in pairs}
     assert steps == {
         (): 10,
