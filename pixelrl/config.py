@@ -227,6 +227,10 @@ class ActorCriticConfig(AlgoConfig):
     # 1 +- clip_ratio (Schulman et al. 2017), for more learning per frame at more compute per frame
     epochs: int = bounded(1, gt=0)
     clip_ratio: float = bounded(0.1, gt=0)
+    # the envs in this many groups that step in turn, each one's step started before the policy
+    # acts for the next, so the forward pass overlaps the emulation (must divide num_envs). The
+    # same rollout as one group, in another order of work; A2C only (A3C's workers own the cores)
+    env_groups: int = bounded(1, gt=0)
     # the loss's forward pass: fp32 (graphs kept while acting) | bf16 (act without graphs, then one
     # forward over the whole rollout with the trunk under bf16 autocast; heads, losses, weights fp32)
     # | auto (bf16 where the hardware multiplies it natively: AMX CPUs, CUDA with bf16)

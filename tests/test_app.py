@@ -35,6 +35,11 @@ from pixelrl.errors import ConfigError
             ["algo.worker_sticky_actions=[0.0,1.5]"],
             "algo.worker_sticky_actions=[0.0, 1.5] must hold probabilities in [0, 1]",
         ),
+        (
+            ["algo=actor_critic", "algo.num_envs=6", "algo.env_groups=4"],
+            "algo.env_groups=4 must divide algo.num_envs=6",
+        ),
+        (["algo=a3c", "algo.env_groups=2"], "algo.env_groups=2 is A2C's (algo=actor_critic)"),
         (["algo=reinforce", "algo.num_envs=12"], "algo.num_envs=12 must be <= algo.batch_episodes"),
         (
             ["algo=ddpg", "env=Reach", "algo.augment=false", "algo.q_augs=2"],

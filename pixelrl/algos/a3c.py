@@ -48,6 +48,11 @@ def check(cfg) -> None:
             f"algo.worker_sticky_actions is for Atari envs (repeat_action_probability); "
             f"env={cfg.env.name} has no sticky actions: leave it []"
         )
+    if cfg.algo.env_groups != 1:
+        raise ConfigError(
+            f"algo.env_groups={cfg.algo.env_groups} is A2C's (algo=actor_critic): an A3C worker "
+            "steps its envs in one group, the workers already keep the cores busy"
+        )
     if any(not 0.0 <= float(p) <= 1.0 for p in mix):
         raise ConfigError(f"algo.worker_sticky_actions={mix} must hold probabilities in [0, 1]")
 

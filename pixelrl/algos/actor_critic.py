@@ -15,6 +15,7 @@ from pixelrl.checkpoint import learner_state, restore_learner
 from pixelrl.config import settings
 from pixelrl.device import use_bf16
 from pixelrl.envs import TRAIN, make_vector_env
+from pixelrl.errors import ConfigError
 from pixelrl.evaluate import act_fn
 from pixelrl.models import ActorCritic
 from pixelrl.optim import LinearLR, clip_gradients, make_optimizer
@@ -26,9 +27,20 @@ def make_policy(cfg, obs_space, action_space) -> ActorCritic:
     return ActorCritic(cfg.model, obs_space, action_space.n)
 
 
+def check(cfg) -> None:
+    a = cfg.algo
+    if a.num_envs % a.env_groups:
+        raise ConfigError(
+            f"algo.env_groups={a.env_groups} must divide algo.num_envs={a.num_envs} "
+            "(each group steps num_envs / env_groups envs)"
+        )
+
+
 def train(run: Run) -> None:
     cfg, a, device = run.cfg, settings(run.cfg.algo), run.device
-    envs = make_vector_env(cfg.env, a.num_envs, mode=TRAIN)
+    per_group = a.num_envs // a.env_groups
+    groups = [make_vector_env(cfg.env, per_group, mode=TRAIN) for _ in range(a.env_groups)]
+    envs = groups[0]
     run.set_spaces(envs.single_observation_space, envs.single_action_space)
     net = make_policy(cfg, envs.single_observation_space, envs.single_action_space).to(device)
     optimizer = make_optimizer(a, net.parameters())
@@ -47,12 +59,15 @@ def train(run: Run) -> None:
     def on_episodes(info, t):
         run.tracker.episodes_from_info(frames + t * frames_per_step, info)
 
-    obs_np, _ = envs.reset(seed=cfg.seed)
-    obs = torch.as_tensor(obs_np, device=device)
+    # env i of the whole rollout gets seed + i, however the envs are grouped
+    obs = [
+        torch.as_tensor(g.reset(seed=cfg.seed + i * per_group)[0], device=device)
+        for i, g in enumerate(groups)
+    ]
     try:
         while not run.done(frames):
             rollout, obs = collect(
-                net, envs, obs, a.n_steps, device, on_episodes, bf16, reuse=a.epochs > 1
+                net, groups, obs, a.n_steps, device, on_episodes, bf16, reuse=a.epochs > 1
             )
             frames += a.n_steps * frames_per_step
             for loss, metrics in rollout_losses(net, rollout, a, device, bf16):
@@ -64,4 +79,5 @@ def train(run: Run) -> None:
             run.step_done(frames, metrics, act, state)
         run.finish(frames, act, state)
     finally:
-        envs.close()
+        for g in groups:
+            g.close()

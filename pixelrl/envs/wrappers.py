@@ -120,6 +120,7 @@ class EpisodeSignals(VectorWrapper):
         # env ids per worker process, for block stepping; None where the backend cannot
         self.blocks: list[np.ndarray] | None = getattr(env, "blocks", None)
         self.can_pause = self.blocks is not None  # step(actions, active=mask)
+        self._pending = None  # what step_wait calls to finish a step_async
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         if seed is None and not self._seeded:
@@ -135,9 +136,37 @@ class EpisodeSignals(VectorWrapper):
     def step(self, actions, active: np.ndarray | None = None):
         """`active` (where `can_pause`) steps a subset of envs; the others stand still."""
         if active is None:
-            obs, reward, terminated, truncated, info = self.env.step(actions)
+            out = self.env.step(actions)
         else:
-            obs, reward, terminated, truncated, info = self.env.step(actions, active=active)
+            out = self.env.step(actions, active=active)
+        return self._signals(*out, active)
+
+    def step_async(self, actions) -> None:
+        """Start a step of every env and return at once where the backend can (ale-py's C++ vector
+        env, gymnasium's AsyncVectorEnv); elsewhere the step runs in `step_wait`. The caller may
+        compute meanwhile: the policy acts for another group of envs (`pixelrl.rollout.collect`)."""
+        if self._pending is not None:
+            raise RuntimeError("step_async called twice without step_wait")
+        backend = self.env
+        if hasattr(backend, "send") and hasattr(backend, "recv"):
+            actions = np.asarray(actions)
+            backend.send(actions)
+            # held until the step ends, in case the backend reads the buffer meanwhile
+            self._pending = functools.partial(_received, backend, actions)
+        elif isinstance(backend, gym.vector.AsyncVectorEnv):
+            backend.step_async(actions)
+            self._pending = backend.step_wait
+        else:
+            self._pending = functools.partial(backend.step, actions)
+
+    def step_wait(self):
+        """The step that `step_async` started: what `step` would have returned."""
+        if self._pending is None:
+            raise RuntimeError("step_wait called without step_async")
+        finish, self._pending = self._pending, None
+        return self._signals(*finish(), None)
+
+    def _signals(self, obs, reward, terminated, truncated, info, active):
         reward = np.asarray(reward, np.float64)
         terminated = np.asarray(terminated, bool)
         truncated = np.asarray(truncated, bool)
@@ -171,6 +200,10 @@ class EpisodeSignals(VectorWrapper):
         """(block, (obs, reward, terminated, truncated, final_obs)) of the first of `pending` to
         finish its step (raw signals, same-step autoreset)."""
         return self.env.wait_any_block(pending)
+
+
+def _received(backend, _actions):
+    return backend.recv()
 
 
 def _final_obs_array(obs: np.ndarray, info: dict[str, Any], done: np.ndarray) -> np.ndarray:
@@ -216,3 +249,9 @@ class VectorActionSubset(VectorWrapper):
 
     def step(self, actions):
         return self.env.step(self._map[np.asarray(actions, np.int64)])
+
+    def send(self, actions) -> None:  # the backend's asynchronous step, as EpisodeSignals uses it
+        self.env.send(self._map[np.asarray(actions, np.int64)])
+
+    def recv(self):
+        return self.env.recv()
