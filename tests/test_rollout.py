@@ -10,8 +10,10 @@ from pixelrl.algos.actor_critic import make_policy
 from pixelrl.envs import TRAIN, make_vector_env
 from pixelrl.rollout import collect
 
+CPU = torch.device("cpu")
 
-def _rollout(cfg, groups: int, num_envs: int, n_steps: int, backend: str | None, updates: int):
+
+def _rollout(cfg, groups, num_envs, n_steps, backend, updates, bf16=False):
     """`updates` rollouts in a row of one fixed policy (greedy: the same actions whatever the
     order of sampling) on num_envs envs in `groups` groups, seeded seed + i for env i."""
     per = num_envs // groups
@@ -27,10 +29,10 @@ def _rollout(cfg, groups: int, num_envs: int, n_steps: int, backend: str | None,
     try:
         for _ in range(updates):
             if groups == 1:
-                rollout, out = collect(net, envs[0], obs[0], n_steps, "cpu", on_episodes)
+                rollout, out = collect(net, envs[0], obs[0], n_steps, CPU, on_episodes, bf16)
                 obs = [out]
             else:
-                rollout, obs = collect(net, envs, obs, n_steps, "cpu", on_episodes)
+                rollout, obs = collect(net, envs, obs, n_steps, CPU, on_episodes, bf16)
     finally:
         for e in envs:
             e.close()
@@ -38,27 +40,28 @@ def _rollout(cfg, groups: int, num_envs: int, n_steps: int, backend: str | None,
 
 
 @pytest.mark.parametrize(
-    "overrides,backend",
+    "overrides,backend,bf16",
     [
         # Catch cut at 3 steps: time-limit truncations every few steps, bootstrapped mid-rollout
-        (["env=Catch", "env.max_episode_frames=3"], "sync"),
-        (["env=Catch", "env.max_episode_frames=3"], "async"),  # gymnasium's step_async/step_wait
-        (["env=Pong"], "ale_vector"),  # ale-py's send/recv
+        (["env=Catch", "env.max_episode_frames=3"], "sync", False),
+        (["env=Catch", "env.max_episode_frames=3"], "async", False),  # step_async/step_wait
+        (["env=Pong"], "ale_vector", False),  # ale-py's send/recv
+        (["env=Pong"], "ale_vector", True),  # the loss's one bf16 forward over all the groups' obs
     ],
-    ids=["sync", "async", "ale_vector"],
+    ids=["sync", "async", "ale_vector", "ale_vector-bf16"],
 )
-def test_groups_of_envs_give_the_rollout_of_one_vector_env(monkeypatch, overrides, backend):
+def test_groups_of_envs_give_the_rollout_of_one_vector_env(monkeypatch, overrides, backend, bf16):
     monkeypatch.setattr("pixelrl.rollout.sample_actions", lambda logits: logits.argmax(-1))
     cfg = compose_config(["algo=actor_critic", *overrides])
     updates = 3 if backend != "ale_vector" else 1
-    one, obs_one, _ = _rollout(cfg, 1, 4, 5, backend, updates)
-    two, obs_two, infos = _rollout(cfg, 2, 4, 5, backend, updates)
+    one, obs_one, _ = _rollout(cfg, 1, 4, 5, backend, updates, bf16)
+    two, obs_two, infos = _rollout(cfg, 2, 4, 5, backend, updates, bf16)
     assert torch.equal(obs_one, obs_two)
     for key in ("actions", "rewards", "terminated", "truncated"):
         assert torch.equal(one[key], two[key]), key
     for key in ("logits", "values", "next_values"):  # batches of 2 and 4: float rounding only
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
-    assert one["values"].requires_grad and two["values"].requires_grad  # fp32: graphs kept
+    assert one["values"].requires_grad and two["values"].requires_grad  # graphs for the loss
     if backend != "ale_vector":
         assert one["truncated"].any()  # the bootstrap at time limits was exercised
         # a truncated step bootstraps from V(final obs), not V(the reset obs that follows it)
