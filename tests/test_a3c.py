@@ -163,3 +163,22 @@ def test_the_sticky_pong_preset_is_the_measured_recipe_and_plays_at_025():
     assert cfg.total_frames == 12_000_000
     cfg = compose_config(["experiment=a3c_pong_sticky", "eval.sticky_actions=0.0", "seed=3"])
     assert eval_env_config(cfg).sticky_actions == 0.0 and cfg.seed == 3
+
+
+def test_the_64_env_a2c_pong_preset_is_the_measured_recipe():
+    """experiment=a2c_pong_64: A2C's Pong preset (A3C trunk, centered frames, 10-step returns,
+    constant lr) with 64 envs in two groups, four clipped passes per rollout at half the lr
+    (BENCHMARKS.md)."""
+    from pixelrl import compose_config
+
+    cfg = compose_config(["experiment=a2c_pong_64"])
+    assert (cfg.algo.name, cfg.env.name, cfg.model.trunk, cfg.model.center) == (
+        "actor_critic",
+        "Pong",
+        "a3c",
+        True,
+    )
+    assert (cfg.algo.n_steps, cfg.algo.lr_decay) == (10, "none")
+    assert (cfg.algo.num_envs, cfg.algo.env_groups, cfg.algo.epochs) == (64, 2, 4)
+    assert cfg.algo.lr == 3.5e-4
+    assert compose_config(["experiment=a2c_pong_64", "algo.lr=1e-4"]).algo.lr == 1e-4
