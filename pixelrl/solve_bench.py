@@ -129,6 +129,16 @@ def _last_json(text: str) -> dict | None:
     return None
 
 
+def command_args(b: SolveBench, extra: list[str]) -> list[str]:
+    """The training command's overrides: the benchmark's own, then args=. An experiment= in args=
+    picks its own algo and env, which the benchmark's algo= and env= would override (Hydra puts
+    command-line choices over an experiment's defaults): those two are left out then."""
+    own = list(b.args)
+    if any(a.startswith("experiment=") for a in extra):
+        own = [a for a in own if not a.startswith(("algo=", "env="))]
+    return [*own, *extra]
+
+
 def run_seed(
     b: SolveBench, seed: int, minutes: float, raw_seconds: float, extra: list[str], out_dir: Path
 ) -> dict:
@@ -139,8 +149,7 @@ def run_seed(
     raw_before = raw_env_speed(raw_args, b.raw_envs, raw_seconds)["frames_per_s"]
     run_dir = out_dir / f"seed_{seed}"
     args = [
-        *b.args,
-        *extra,
+        *command_args(b, extra),
         f"seed={seed}",
         f"eval.target_return={b.target}",
         f"eval.every_frames={b.every_frames}",
@@ -371,7 +380,7 @@ def run(
     results.sort(key=lambda r: r["seed"])
     summary = summarize(results)
     print(format_summary(name, summary), flush=True)
-    command = "python -m pixelrl " + " ".join([*b.args, *extra_args])
+    command = "python -m pixelrl " + " ".join(command_args(b, extra_args))
     return {
         "name": name,
         "what": b.what,

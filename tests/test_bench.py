@@ -332,3 +332,22 @@ def test_a_time_to_solve_benchmark_trains_on_the_device_it_reports(args, device,
     from pixelrl.bench import solve_device
 
     assert solve_device(args, device) == expected
+
+
+@pytest.mark.parametrize(
+    "extra, algo, envs",
+    [
+        ([], "a3c", 8),
+        (["algo=actor_critic"], "actor_critic", 16),
+        # an experiment picks its own algo: the benchmark's algo=a3c must not override it
+        (["experiment=a2c_pong_64"], "actor_critic", 64),
+        (["experiment=a3c_pong_sticky"], "a3c", 8),
+    ],
+)
+def test_pong_solve_trains_what_args_ask_for(extra, algo, envs):
+    from pixelrl.app import check_config, compose_config
+    from pixelrl.solve_bench import SOLVES, command_args
+
+    cfg = compose_config(command_args(SOLVES["pong_solve"], extra), check=False)
+    check_config(cfg)
+    assert (cfg.algo.name, cfg.env.name, cfg.algo.num_envs) == (algo, "Pong", envs)
