@@ -54,7 +54,8 @@ class SolveBench:
 SOLVES = {
     "pong_solve": SolveBench(
         "pong_solve",
-        "Pong with the default command (A3C) and args=, to a greedy eval >= 18 (10 games, sticky actions 0)",
+        "Pong with the default command (A3C), or what args= names (algo=, experiment=), to a "
+        "greedy eval >= 18 (10 games, sticky actions 0)",
         ["algo=a3c", "env=Pong"],
         ["env=Pong"],
         16,

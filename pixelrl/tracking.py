@@ -61,7 +61,11 @@ class Tracker:
         self._last_print = time.monotonic()
         self.fps = 0.0
         self.frames = start_frames
-        self.recent_returns: collections.deque[float] = collections.deque(maxlen=20)
+        # the last training games' returns (the progress line, eval.min_train_return's gate); a
+        # resumed run starts from those it logged before its checkpoint
+        self.recent_returns: collections.deque[float] = collections.deque(
+            last_returns(self.run_dir / "metrics.jsonl", 20) if start_frames > 0 else (), maxlen=20
+        )
         self.last_eval: float | None = None
         self.last_eval_frames: int | None = None
         self._wandb = None
@@ -384,6 +388,15 @@ def drop_rows_after(path: Path, frames: int) -> int:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     return after
+
+
+def last_returns(path: Path, n: int) -> list[float]:
+    """The last `n` training-episode returns logged in a metrics.jsonl (none if there is none)."""
+    if not path.is_file():
+        return []
+    returns = [r.get("train/episode_return") for r in read_metrics(path)]
+    returns = [v for v in returns if v is not None]
+    return [float(v) for v in returns[-n:]]
 
 
 def read_metrics(path: Path) -> list[dict]:

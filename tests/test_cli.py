@@ -467,6 +467,22 @@ def test_min_train_return_holds_periodic_evaluations_back(cli, tmp_path, floor, 
     assert said == (0 if periodic else 1)
 
 
+def test_a_resumed_run_counts_its_logged_games_at_the_evaluation_gate(cli, tmp_path):
+    """eval.min_train_return looks at the last training games; a resumed run counts the ones it
+    logged before its checkpoint, so the first evaluation due after the resume is not skipped
+    for want of new games."""
+    args = ["algo=actor_critic", "env=Catch", "eval.min_train_return=-1", "eval.episodes=2"]
+    args += ["algo.num_envs=16", "algo.n_steps=5", "eval.final=false"]
+    cli(*args, "total_frames=2000", "eval.every_frames=1000", "hydra.run.dir=.", *FAST, check=True)
+    assert [r["frames"] for r in metrics(tmp_path) if "eval/return_mean" in r] == [1040, 2000]
+    # one update of 16 envs x 5 steps: shorter than a Catch game (9 steps), so no new game has
+    # ended when the evaluation at 2,080 frames is due
+    proc = cli("resume=.", "total_frames=2080", "eval.every_frames=2080", *FAST, check=True)
+    evals = [r["frames"] for r in metrics(tmp_path) if "eval/return_mean" in r]
+    assert evals == [1040, 2000, 2080]
+    assert "eval.min_train_return" not in proc.stdout + proc.stderr
+
+
 def test_resume_and_load_a_checkpoint_older_than_the_newest_config_keys(cli, tmp_path):
     args = ["algo=actor_critic", "env=Catch", "eval.every_frames=0", "eval.final=false", *FAST]
     cli(*args, "total_frames=2000", "hydra.run.dir=old", check=True)
