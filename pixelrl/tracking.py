@@ -64,7 +64,7 @@ class Tracker:
         # the last training games' returns (the progress line, eval.min_train_return's gate); a
         # resumed run starts from those it logged before its checkpoint
         self.recent_returns: collections.deque[float] = collections.deque(
-            last_returns(self.run_dir / "metrics.jsonl", 20) if start_frames > 0 else (), maxlen=20
+            logged_returns(self.run_dir / "metrics.jsonl") if start_frames > 0 else (), maxlen=20
         )
         self.last_eval: float | None = None
         self.last_eval_frames: int | None = None
@@ -390,13 +390,14 @@ def drop_rows_after(path: Path, frames: int) -> int:
     return after
 
 
-def last_returns(path: Path, n: int) -> list[float]:
-    """The last `n` training-episode returns logged in a metrics.jsonl (none if there is none)."""
+def logged_returns(path: Path) -> list[float]:
+    """The training-episode returns logged in a metrics.jsonl, in order (none if there is none)."""
     if not path.is_file():
         return []
-    returns = [r.get("train/episode_return") for r in read_metrics(path)]
-    returns = [v for v in returns if v is not None]
-    return [float(v) for v in returns[-n:]]
+    rows = read_metrics(path)
+    return [
+        float(r["train/episode_return"]) for r in rows if r.get("train/episode_return") is not None
+    ]
 
 
 def read_metrics(path: Path) -> list[dict]:
