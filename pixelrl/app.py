@@ -7,6 +7,7 @@ schema's, the device's, the env family's and the algorithm's).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -41,6 +42,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"eval.sticky_actions is for Atari envs (repeat_action_probability); "
             f"env={cfg.env.name} has no sticky actions: leave it null"
+        )
+    if cfg.eval.average_frames and cfg.algo.name == "ddpg":
+        raise ConfigError(
+            "eval.average_frames averages the policy of a3c, actor_critic and reinforce; "
+            "DDPG's actor is evaluated as it is: leave it 0"
         )
     if cfg.model.policy_head == "sigmoid" and cfg.algo.name != "ddpg":
         n = envs.num_actions(cfg.env)
@@ -344,7 +350,15 @@ def _train_locked(cfg, run_dir: Path, resume, where: str, group, job_name) -> Jo
     if resume:
         checkpoint.set_rng_state(resume["rng"])
     algo = algos.get(cfg.algo.name)
-    run = Run(cfg, run_dir, device, resume, group=group, job_name=job_name)
+    run = Run(
+        cfg,
+        run_dir,
+        device,
+        resume,
+        group=group,
+        job_name=job_name,
+        policy_factory=functools.partial(algo.make_policy, cfg),
+    )
     start = f"resuming at {resume['frames']:,} frames" if resume else "training"
     run.tracker.message(
         f"pixelrl: {start} {cfg.algo.name} on {cfg.env.name} for {cfg.total_frames:,} frames | "

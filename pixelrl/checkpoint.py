@@ -7,8 +7,10 @@ leaves a torn `last.pt` (temp files of killed writes are removed at the next sav
 
 A run dir's checkpoints/: `last.pt` (periodic and final), `best.pt` (the policy of the best
 evaluation so far, with its figures), `target.pt` (the policy that first reached
-eval.target_return, when eval.frames_past_target trains on past it), and with checkpoint.keep=N
-the N newest periodic ones as `frames_<frames>.pt` (`last.pt` is a hard link to the newest).
+eval.target_return, when eval.frames_past_target trains on past it), `average.pt` (with
+eval.average_frames: the averaged policy at the end; best.pt and target.pt then hold averaged
+policies too), and with checkpoint.keep=N the N newest periodic ones as `frames_<frames>.pt`
+(`last.pt` is a hard link to the newest).
 
 Loading is defensive: the payload's structure is checked, and its config is taken as data, never
 as instructions: strings that look like OmegaConf interpolations (`${oc.env:HOME}`) stay literal
@@ -237,7 +239,8 @@ def restore_learner(payload: dict[str, Any], models: dict, optimizers: dict) -> 
                 raise CheckpointError(
                     f"the checkpoint has no {part}.{name} to resume from"
                     + (
-                        " (best.pt of A3C holds the evaluated policy only: resume last.pt)"
+                        " (best.pt of A3C or of eval.average_frames holds the evaluated policy"
+                        " only: resume last.pt)"
                         if part == "optimizers"
                         else ""
                     )

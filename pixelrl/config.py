@@ -87,6 +87,10 @@ class EvalConfig:
     # Atari: the evaluation env's repeat_action_probability (null: env.sticky_actions); e.g. train
     # with env.sticky_actions=0.25 and still score the solve at 0.0, or the reverse
     sticky_actions: float | None = bounded(None, le=1.0)
+    # evaluate (and keep in best.pt, target.pt and checkpoints/average.pt) the mean of the policy's
+    # weights over its last average_frames of training, copies window/4 apart (pixelrl/averaging.py);
+    # 0: the weights as they are. A3C Pong at 0.25: a policy at 1.8 became 15.2 (BENCHMARKS.md)
+    average_frames: int = bounded(0, ge=0)
 
 
 @dataclass

@@ -24,8 +24,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pixelrl import checkpoint
+from pixelrl.averaging import WeightAverage
 from pixelrl.errors import TrainingError
-from pixelrl.evaluate import Evaluator, GaveUp
+from pixelrl.evaluate import Evaluator, GaveUp, act_fn
 from pixelrl.tracking import Tracker
 
 
@@ -117,6 +118,7 @@ class Run:
         resume: dict | None = None,
         group: str | None = None,
         job_name: str | None = None,
+        policy_factory: Callable[[Any, Any], torch.nn.Module] | None = None,
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -146,6 +148,12 @@ class Run:
         self.target_path = self.run_dir / "checkpoints" / "target.pt"
         self.best_eval: float | None = resume.get("best_eval") if resume else None
         self.spaces: dict[str, Any] | None = None
+        self._space_objs: tuple[Any, Any] | None = None
+        # eval.average_frames: evaluations play the mean of the policy's recent weights, built
+        # by policy_factory(obs_space, action_space)
+        self._policy_factory = policy_factory
+        window = int(cfg.eval.get("average_frames") or 0)
+        self.average = WeightAverage(window, start_frames) if window and policy_factory else None
         self._eval_thread: threading.Thread | None = None
         self._eval_result = None
         self._eval_cancel = threading.Event()
@@ -173,6 +181,7 @@ class Run:
     def set_spaces(self, obs_space, action_space) -> None:
         """Record the env's spaces (they go into every checkpoint, for load_agent)."""
         self.spaces = checkpoint.spaces_to_dict(obs_space, action_space)
+        self._space_objs = (obs_space, action_space)
 
     # ----------------------------------------------------------------- schedule
     def done(self, frames: int) -> bool:
@@ -202,10 +211,15 @@ class Run:
                 self._loss_counts[k] = self._loss_counts.get(k, 0) + 1
             self._loss_count += 1
         self.tracker.progress(frames)
+        if self.average is not None:
+            self.average.observe(frames, lambda: state()["models"]["policy"])
         if self._loss_count and time.monotonic() - self._last_loss_flush >= self._loss_every_s:
             self.flush_losses(frames)
         self.poll_background_eval()
         if self._eval_every(frames) and self._eval_wanted(frames):
+            if self.average is not None:  # a new network: it can play in the background too
+                act, state = self.averaged_policy(frames, state)
+                snapshot = snapshot and (lambda: (act, state))
             if snapshot is None:
                 self.evaluate(frames, act, state, periodic=True)
             else:
@@ -225,6 +239,20 @@ class Run:
         self._last_loss_flush = time.monotonic()
 
     # ----------------------------------------------------------------- evaluation
+    def averaged_policy(self, frames: int, state: Callable[[], dict[str, Any]]):
+        """eval.average_frames: the policy whose weights are the mean of the learner's weights now
+        and of its copies from the last average_frames frames, as (act, state) for evaluation and
+        best.pt (the policy only, with how many weight sets it averages)."""
+        weights, sets = self.average.mean(frames, state()["models"]["policy"])
+        policy = self._policy_factory(*self._space_objs)
+        policy.load_state_dict(weights)
+        policy = policy.to(self.device).eval()
+        payload = {
+            "models": {"policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()}},
+            "extra": {"average_frames": self.average.window, "averaged_weight_sets": sets},
+        }
+        return act_fn(policy, self.device), lambda: payload
+
     def _play_eval(
         self, frames: int, act, cancelled, periodic: bool
     ) -> tuple[list[float], list[int], Path | None] | GaveUp | None:
@@ -405,6 +433,14 @@ class Run:
         self.poll_background_eval(wait=True)
         path = self.save(frames, state())
         self.tracker.message(f"checkpoint: {path}")
+        if self.average is not None:
+            act, state = self.averaged_policy(frames, state)
+            sets = state()["extra"]["averaged_weight_sets"]
+            average = self.save(frames, state(), self.checkpoint_path.with_name("average.pt"))
+            self.tracker.message(
+                f"checkpoint: {average} (the mean of {sets} weight sets over the last "
+                f"{self.average.window:,} frames, eval.average_frames)"
+            )
         evaluated = self.tracker.last_eval_frames == frames  # a periodic one just did
         stopped_at_target = self.solved is not None and not self.cfg.eval.frames_past_target
         if not self.stop and not stopped_at_target and self.cfg.eval.final and not evaluated:

@@ -26,6 +26,11 @@ from pixelrl.errors import ConfigError
         # the app's cross checks
         (["env=Catch", "eval.sticky_actions=0.25"], "eval.sticky_actions is for Atari envs"),
         (["eval.sticky_actions=1.5"], "eval.sticky_actions=1.5 is out of range"),
+        (
+            ["algo=ddpg", "env=Reach", "eval.average_frames=10000"],
+            "eval.average_frames averages the policy of a3c, actor_critic and reinforce",
+        ),
+        (["eval.average_frames=-1"], "eval.average_frames=-1 is out of range"),
         # the algorithm's (A3C, REINFORCE, DDPG)
         (
             ["algo=a3c", "env=Catch", "algo.worker_sticky_actions=[0.25]"],

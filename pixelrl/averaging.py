@@ -1,0 +1,58 @@
+"""The policy evaluated as the mean of its recent weights (eval.average_frames).
+
+An actor-critic's weights wander from update to update, and a greedy policy taken at one moment
+can sit in a bad spot: A3C on Pong at sticky actions 0.25 (Nature trunk, seed 4) played 1.8 over 30
+games with its weights at 6M frames and 15.2 with the mean of its weights at 4.0, 4.5, ..., 6.0M
+(BENCHMARKS.md). Averaging weights along one run's path is stochastic weight averaging (Izmailov et
+al. 2018; Nikishin et al. 2018 for A2C): the runs share one start, so their weights stay in one
+basin and their mean is a policy too.
+
+`WeightAverage(window)` keeps copies of the policy's weights taken every window/4 frames. The
+averaged policy at frames F is the mean of the weights at F and of the copies taken within the
+last `window` frames before F: with window 2M and F a multiple of 500k, the weights at F - 2M,
+F - 1.5M, ..., F (those that exist). Copies live in memory only: a resumed run starts collecting
+again from its resumed weights.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import torch
+
+SNAPSHOTS = 5  # weights averaged at most: the current ones and four copies window/4 apart
+
+
+class WeightAverage:
+    def __init__(self, window: int, start_frames: int = 0):
+        self.window = int(window)
+        self.spacing = max(1, self.window // (SNAPSHOTS - 1))
+        self.next = (start_frames // self.spacing + 1) * self.spacing
+        self.copies: deque[tuple[int, dict[str, torch.Tensor]]] = deque(maxlen=SNAPSHOTS)
+
+    def observe(self, frames: int, weights: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        """Keep a copy of `weights()` (a state_dict) when `frames` crosses the next multiple of
+        window/4; True if it did."""
+        if frames < self.next:
+            return False
+        self.copies.append((frames, {k: v.detach().clone() for k, v in weights().items()}))
+        self.next = (frames // self.spacing + 1) * self.spacing
+        return True
+
+    def mean(self, frames: int, weights: dict[str, torch.Tensor]) -> tuple[dict, int]:
+        """The mean of `weights` (at `frames`) and of the copies from the last `window` frames:
+        (state_dict, how many weight sets it averages). Integer entries are the current ones."""
+        since = frames - self.window - self.spacing // 8  # a copy a few frames early still counts
+        older = [w for f, w in self.copies if since <= f < frames][-(SNAPSHOTS - 1) :]
+        sets = [*older, weights]
+        mean = {}
+        for k, v in weights.items():
+            if torch.is_floating_point(v):
+                total = torch.zeros_like(v, dtype=torch.float32)
+                for w in sets:
+                    total += w[k].float()
+                mean[k] = (total / len(sets)).to(v.dtype)
+            else:
+                mean[k] = v.detach().clone()
+        return mean, len(sets)

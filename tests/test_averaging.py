@@ -1,0 +1,66 @@
+"""eval.average_frames (pixelrl/averaging.py): evaluations play the mean of the policy's recent
+weights, and best.pt, target.pt and checkpoints/average.pt keep that policy."""
+
+import pytest
+import torch
+
+from pixelrl import checkpoint
+from pixelrl.averaging import WeightAverage
+from tests.conftest import FAST, metrics
+
+
+def weights(value: float) -> dict[str, torch.Tensor]:
+    return {"w": torch.full((2, 3), float(value)), "steps": torch.tensor(int(value))}
+
+
+def test_copies_are_taken_a_quarter_window_apart_and_the_mean_spans_one_window():
+    avg = WeightAverage(window=400)  # copies every 100 frames
+    taken = [f for f in range(0, 1001, 20) if avg.observe(f, lambda f=f: weights(f))]
+    assert taken == [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+    # at 1000: its own weights and the copies of 600-900 (the copy at 1000 is not counted twice)
+    mean, sets = avg.mean(1000, weights(1000))
+    assert sets == 5
+    assert torch.allclose(mean["w"], torch.full((2, 3), (600 + 700 + 800 + 900 + 1000) / 5))
+    # an integer entry is not averaged: it is the current one
+    assert mean["steps"].item() == 1000 and mean["steps"].dtype == torch.int64
+
+
+def test_between_copies_the_current_weights_join_the_copies_of_the_last_window():
+    avg = WeightAverage(window=400)
+    for f in range(0, 1051, 50):
+        avg.observe(f, lambda f=f: weights(f))
+    mean, sets = avg.mean(1050, weights(1050))
+    assert sets == 5  # 700, 800, 900, 1000 and the current 1050 (600 is more than 400 ago)
+    assert torch.allclose(mean["w"], torch.full((2, 3), (700 + 800 + 900 + 1000 + 1050) / 5))
+
+
+def test_a_copy_is_a_copy_and_early_on_the_mean_has_fewer_sets():
+    avg = WeightAverage(window=400, start_frames=1000)  # a resumed run: copies from 1100 on
+    live = weights(1.0)
+    assert not avg.observe(1050, lambda: live)
+    assert avg.observe(1100, lambda: live)
+    live["w"] += 1.0  # the learner's tensors move on in place
+    mean, sets = avg.mean(1150, live)
+    assert sets == 2 and torch.allclose(mean["w"], torch.full((2, 3), 1.5))
+
+
+@pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
+def test_a_run_evaluates_the_averaged_policy_and_keeps_it(cli, tmp_path, algo):
+    args = [f"algo={algo}", "env=Catch", "total_frames=24000", "eval.every_frames=6000"]
+    args += ["eval.average_frames=8000", "eval.episodes=2", "checkpoint.every_frames=6000"]
+    proc = cli(*args, "hydra.run.dir=.", *FAST, check=True)
+    ckpts = tmp_path / "checkpoints"
+    average, last = checkpoint.load(ckpts / "average.pt"), checkpoint.load(ckpts / "last.pt")
+    assert average["frames"] == last["frames"] >= 24000
+    assert average["extra"] == {"average_frames": 8000, "averaged_weight_sets": 5}
+    assert "optimizers" not in average  # the evaluated policy only
+    w_avg, w_last = average["models"]["policy"], last["models"]["policy"]
+    assert w_avg.keys() == w_last.keys()
+    assert any(not torch.equal(w_avg[k], w_last[k]) for k in w_avg)  # not the last weights
+    best = checkpoint.load(ckpts / "best.pt")
+    assert best["extra"]["average_frames"] == 8000 and best["extra"]["averaged_weight_sets"] >= 2
+    assert len([r for r in metrics(tmp_path) if "eval/return_mean" in r]) >= 4
+    assert "the mean of 5 weight sets over the last 8,000 frames" in proc.stdout + proc.stderr
+    # it plays as any checkpoint does
+    played = cli("mode=eval", f"load={ckpts / 'average.pt'}", "eval.episodes=2", *FAST, check=True)
+    assert '"return_mean"' in played.stdout
