@@ -217,11 +217,12 @@ class Run:
             self.flush_losses(frames)
         self.poll_background_eval()
         if self._eval_every(frames) and self._eval_wanted(frames):
+            played_act, played_state = act, state
             if self.average is not None:  # a new network: it can play in the background too
-                act, state = self.averaged_policy(frames, state)
-                snapshot = snapshot and (lambda: (act, state))
+                played_act, played_state = self.averaged_policy(frames, state)
+                snapshot = snapshot and (lambda: (played_act, played_state))
             if snapshot is None:
-                self.evaluate(frames, act, state, periodic=True)
+                self.evaluate(frames, played_act, played_state, periodic=True)
             else:
                 self.evaluate_in_background(frames, snapshot)
         if self._ckpt_every(frames):
@@ -433,7 +434,7 @@ class Run:
         self.poll_background_eval(wait=True)
         path = self.save(frames, state())
         self.tracker.message(f"checkpoint: {path}")
-        if self.average is not None:
+        if self.average is not None:  # from here on `act` and `state` are the averaged policy's
             act, state = self.averaged_policy(frames, state)
             sets = state()["extra"]["averaged_weight_sets"]
             average = self.save(frames, state(), self.checkpoint_path.with_name("average.pt"))

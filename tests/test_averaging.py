@@ -48,6 +48,7 @@ def test_a_copy_is_a_copy_and_early_on_the_mean_has_fewer_sets():
 def test_a_run_evaluates_the_averaged_policy_and_keeps_it(cli, tmp_path, algo):
     args = [f"algo={algo}", "env=Catch", "total_frames=24000", "eval.every_frames=6000"]
     args += ["eval.average_frames=8000", "eval.episodes=2", "checkpoint.every_frames=6000"]
+    args += ["checkpoint.keep=10"]
     proc = cli(*args, "hydra.run.dir=.", *FAST, check=True)
     ckpts = tmp_path / "checkpoints"
     average, last = checkpoint.load(ckpts / "average.pt"), checkpoint.load(ckpts / "last.pt")
@@ -61,6 +62,12 @@ def test_a_run_evaluates_the_averaged_policy_and_keeps_it(cli, tmp_path, algo):
     assert best["extra"]["average_frames"] == 8000 and best["extra"]["averaged_weight_sets"] >= 2
     assert len([r for r in metrics(tmp_path) if "eval/return_mean" in r]) >= 4
     assert "the mean of 5 weight sets over the last 8,000 frames" in proc.stdout + proc.stderr
+    # the periodic checkpoints, written at the evaluations' frames, are the learner's: resumable
+    periodic = sorted(ckpts.glob("frames_*.pt"))
+    assert len(periodic) >= 4
+    for path in periodic:
+        payload = checkpoint.load(path)
+        assert "optimizers" in payload and "average_frames" not in payload.get("extra", {})
     # it plays as any checkpoint does
     played = cli("mode=eval", f"load={ckpts / 'average.pt'}", "eval.episodes=2", *FAST, check=True)
     assert '"return_mean"' in played.stdout
