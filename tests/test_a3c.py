@@ -151,8 +151,8 @@ def test_each_pass_over_a_rollout_starts_from_the_shared_weights_as_stepped(sett
 
 def test_the_sticky_pong_preset_is_the_measured_recipe_and_plays_at_025():
     """experiment=a3c_pong_sticky: A3C on Pong trained and evaluated at sticky actions 0.25, with
-    GAE(0.95) and two passes per rollout over Pong's 10-step rollouts (BENCHMARKS.md); keys named
-    on the command line still win."""
+    GAE(0.95) and two passes per rollout over Pong's 10-step rollouts, evaluating the mean of the
+    last 2M frames' weights (BENCHMARKS.md); keys named on the command line still win."""
     from pixelrl import compose_config
     from pixelrl.evaluate import eval_env_config
 
@@ -160,7 +160,7 @@ def test_the_sticky_pong_preset_is_the_measured_recipe_and_plays_at_025():
     assert (cfg.algo.name, cfg.env.name, cfg.algo.n_steps) == ("a3c", "Pong", 10)
     assert (cfg.algo.psi, cfg.algo.gae_lambda, cfg.algo.epochs) == ("gae", 0.95, 2)
     assert cfg.env.sticky_actions == 0.25 and eval_env_config(cfg).sticky_actions == 0.25
-    assert cfg.total_frames == 12_000_000
+    assert cfg.total_frames == 12_000_000 and cfg.eval.average_frames == 2_000_000
     cfg = compose_config(["experiment=a3c_pong_sticky", "eval.sticky_actions=0.0", "seed=3"])
     assert eval_env_config(cfg).sticky_actions == 0.0 and cfg.seed == 3
 
