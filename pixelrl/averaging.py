@@ -7,7 +7,8 @@ games with its weights at 6M frames and 15.2 with the mean of its weights at 4.0
 al. 2018; Nikishin et al. 2018 for A2C): the runs share one start, so their weights stay in one
 basin and their mean is a policy too.
 
-`WeightAverage(window)` keeps copies of the policy's weights taken every window/4 frames. The
+`WeightAverage(window)` keeps copies of the policy's weights, one every window/4 frames (`spacing`;
+the caller's schedule, pixelrl/run.py). The
 averaged policy at frames F is the mean of the weights at F and of the copies taken within the
 last `window` frames before F: with window 2M and F a multiple of 500k, the weights at F - 2M,
 F - 1.5M, ..., F (those that exist). Copies live in memory only: a resumed run starts collecting
@@ -17,7 +18,6 @@ again from its resumed weights.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 
 import torch
 
@@ -25,20 +25,14 @@ SNAPSHOTS = 5  # weights averaged at most: the current ones and four copies wind
 
 
 class WeightAverage:
-    def __init__(self, window: int, start_frames: int = 0):
+    def __init__(self, window: int):
         self.window = int(window)
         self.spacing = max(1, self.window // (SNAPSHOTS - 1))
-        self.next = (start_frames // self.spacing + 1) * self.spacing
         self.copies: deque[tuple[int, dict[str, torch.Tensor]]] = deque(maxlen=SNAPSHOTS)
 
-    def observe(self, frames: int, weights: Callable[[], dict[str, torch.Tensor]]) -> bool:
-        """Keep a copy of `weights()` (a state_dict) when `frames` crosses the next multiple of
-        window/4; True if it did."""
-        if frames < self.next:
-            return False
-        self.copies.append((frames, {k: v.detach().clone() for k, v in weights().items()}))
-        self.next = (frames // self.spacing + 1) * self.spacing
-        return True
+    def add(self, frames: int, weights: dict[str, torch.Tensor]) -> None:
+        """Keep a copy of `weights` (a state_dict), the learner's at `frames`."""
+        self.copies.append((frames, {k: v.detach().clone() for k, v in weights.items()}))
 
     def mean(self, frames: int, weights: dict[str, torch.Tensor]) -> tuple[dict, int]:
         """The mean of `weights` (at `frames`) and of the copies from the last `window` frames:

@@ -148,12 +148,12 @@ class Run:
         self.target_path = self.run_dir / "checkpoints" / "target.pt"
         self.best_eval: float | None = resume.get("best_eval") if resume else None
         self.spaces: dict[str, Any] | None = None
-        self._space_objs: tuple[Any, Any] | None = None
         # eval.average_frames: evaluations play the mean of the policy's recent weights, built
-        # by policy_factory(obs_space, action_space)
+        # by policy_factory(obs_space, action_space); a copy every window/4 frames
         self._policy_factory = policy_factory
         window = int(cfg.eval.get("average_frames") or 0)
-        self.average = WeightAverage(window, start_frames) if window and policy_factory else None
+        self.average = WeightAverage(window) if window and policy_factory else None
+        self._copy_every = Every(self.average.spacing if self.average else 0, start_frames)
         self._eval_thread: threading.Thread | None = None
         self._eval_result = None
         self._eval_cancel = threading.Event()
@@ -181,7 +181,6 @@ class Run:
     def set_spaces(self, obs_space, action_space) -> None:
         """Record the env's spaces (they go into every checkpoint, for load_agent)."""
         self.spaces = checkpoint.spaces_to_dict(obs_space, action_space)
-        self._space_objs = (obs_space, action_space)
 
     # ----------------------------------------------------------------- schedule
     def done(self, frames: int) -> bool:
@@ -211,8 +210,8 @@ class Run:
                 self._loss_counts[k] = self._loss_counts.get(k, 0) + 1
             self._loss_count += 1
         self.tracker.progress(frames)
-        if self.average is not None:
-            self.average.observe(frames, lambda: state()["models"]["policy"])
+        if self._copy_every(frames):
+            self.average.add(frames, state()["models"]["policy"])
         if self._loss_count and time.monotonic() - self._last_loss_flush >= self._loss_every_s:
             self.flush_losses(frames)
         self.poll_background_eval()
@@ -245,11 +244,11 @@ class Run:
         and of its copies from the last average_frames frames, as (act, state) for evaluation and
         best.pt (the policy only, with how many weight sets it averages)."""
         weights, sets = self.average.mean(frames, state()["models"]["policy"])
-        policy = self._policy_factory(*self._space_objs)
+        policy = self._policy_factory(*checkpoint.spaces_from_payload({"spaces": self.spaces}))
         policy.load_state_dict(weights)
         policy = policy.to(self.device).eval()
         payload = {
-            "models": {"policy": {k: v.detach().cpu() for k, v in policy.state_dict().items()}},
+            "models": {"policy": {k: v.cpu() for k, v in weights.items()}},
             "extra": {"average_frames": self.average.window, "averaged_weight_sets": sets},
         }
         return act_fn(policy, self.device), lambda: payload

@@ -6,6 +6,7 @@ import torch
 
 from pixelrl import checkpoint
 from pixelrl.averaging import WeightAverage
+from pixelrl.run import Every
 from tests.conftest import FAST, metrics
 
 
@@ -15,8 +16,11 @@ def weights(value: float) -> dict[str, torch.Tensor]:
 
 def test_copies_are_taken_a_quarter_window_apart_and_the_mean_spans_one_window():
     avg = WeightAverage(window=400)  # copies every 100 frames
-    taken = [f for f in range(0, 1001, 20) if avg.observe(f, lambda f=f: weights(f))]
+    due = Every(avg.spacing)  # the run's schedule for them
+    taken = [f for f in range(0, 1001, 20) if due(f)]
     assert taken == [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+    for f in taken:
+        avg.add(f, weights(f))
     # at 1000: its own weights and the copies of 600-900 (the copy at 1000 is not counted twice)
     mean, sets = avg.mean(1000, weights(1000))
     assert sets == 5
@@ -26,19 +30,22 @@ def test_copies_are_taken_a_quarter_window_apart_and_the_mean_spans_one_window()
 
 
 def test_between_copies_the_current_weights_join_the_copies_of_the_last_window():
-    avg = WeightAverage(window=400)
+    avg, due = WeightAverage(window=400), Every(100)
     for f in range(0, 1051, 50):
-        avg.observe(f, lambda f=f: weights(f))
+        if due(f):
+            avg.add(f, weights(f))
     mean, sets = avg.mean(1050, weights(1050))
     assert sets == 5  # 700, 800, 900, 1000 and the current 1050 (600 is more than 400 ago)
     assert torch.allclose(mean["w"], torch.full((2, 3), (700 + 800 + 900 + 1000 + 1050) / 5))
 
 
 def test_a_copy_is_a_copy_and_early_on_the_mean_has_fewer_sets():
-    avg = WeightAverage(window=400, start_frames=1000)  # a resumed run: copies from 1100 on
+    avg = WeightAverage(window=400)
+    due = Every(avg.spacing, start=1000)  # a resumed run: copies from 1100 on
     live = weights(1.0)
-    assert not avg.observe(1050, lambda: live)
-    assert avg.observe(1100, lambda: live)
+    assert not due(1050)
+    assert due(1100)
+    avg.add(1100, live)
     live["w"] += 1.0  # the learner's tensors move on in place
     mean, sets = avg.mean(1150, live)
     assert sets == 2 and torch.allclose(mean["w"], torch.full((2, 3), 1.5))
