@@ -163,6 +163,7 @@ class Run:
         self.solved: dict | None = solve_from_checkpoint(resume, cfg) if resume else None
         self._eval_waiting_said = False
         self._save_failed_said = False
+        self._finished = False  # finish() has begun: no more training to go on with
         # the learner's latest state() and frame count, for a checkpoint after a fault
         self._state: Callable[[], dict[str, Any]] | None = None
         self.frames = start_frames
@@ -380,7 +381,8 @@ class Run:
     ) -> Path | None:
         """Write a checkpoint (default: last.pt). A failed periodic or best.pt write (disk full)
         is reported once and training goes on (the previous file is intact; the next save tries
-        again); the final save raises TrainingError."""
+        again); the final save raises TrainingError. After training, a failed best.pt, target.pt
+        or average.pt write is reported each time, and the run still ends normally."""
         path = path or self.checkpoint_path
         payload = {
             "config": OmegaConf.to_container(self.cfg, resolve=True),
@@ -401,12 +403,14 @@ class Run:
                 raise TrainingError(
                     f"checkpoint: could not write {path} ({why}); the previous one is kept"
                 ) from None
-            if not self._save_failed_said:
+            if not self._save_failed_said or self._finished:  # once while training
                 self._save_failed_said = True
-                self.tracker.message(
-                    f"checkpoint: could not write {path} ({why}); training goes on, the previous "
-                    "file is kept, and the next save tries again"
+                then = (
+                    "the previous file is kept"
+                    if self._finished
+                    else "training goes on, the previous file is kept, and the next save tries again"
                 )
+                self.tracker.message(f"checkpoint: could not write {path} ({why}); {then}")
             return None
         if periodic:
             checkpoint.keep_newest(path.parent, path, frames, self.cfg.checkpoint.keep)
@@ -428,7 +432,7 @@ class Run:
 
     def finish(self, frames: int, act, state: Callable[[], dict[str, Any]]) -> None:
         """End of training (normal or interrupted): flush, checkpoint, final evaluation."""
-        self._state, self.frames = state, frames
+        self._state, self.frames, self._finished = state, frames, True
         self.flush_losses(frames)
         self.poll_background_eval(wait=True)
         path = self.save(frames, state())
@@ -437,10 +441,11 @@ class Run:
             act, state = self.averaged_policy(frames, state)
             sets = state()["extra"]["averaged_weight_sets"]
             average = self.save(frames, state(), self.checkpoint_path.with_name("average.pt"))
-            self.tracker.message(
-                f"checkpoint: {average} (the mean of {sets} weight sets over the last "
-                f"{self.average.window:,} frames, eval.average_frames)"
-            )
+            if average is not None:  # a failed write was reported once already
+                self.tracker.message(
+                    f"checkpoint: {average} (the mean of {sets} weight sets over the last "
+                    f"{self.average.window:,} frames, eval.average_frames)"
+                )
         evaluated = self.tracker.last_eval_frames == frames  # a periodic one just did
         stopped_at_target = self.solved is not None and not self.cfg.eval.frames_past_target
         if not self.stop and not stopped_at_target and self.cfg.eval.final and not evaluated:

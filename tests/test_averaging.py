@@ -78,3 +78,11 @@ def test_a_run_evaluates_the_averaged_policy_and_keeps_it(cli, tmp_path, algo):
     # it plays as any checkpoint does
     played = cli("mode=eval", f"load={ckpts / 'average.pt'}", "eval.episodes=2", *FAST, check=True)
     assert '"return_mean"' in played.stdout
+    if algo == "actor_critic":  # at the end average.pt cannot be written: one clear line, no crash
+        (ckpts / "average.pt").unlink()
+        (ckpts / "average.pt").mkdir()
+        more = cli("resume=.", "total_frames=30000", check=True)
+        out = more.stdout + more.stderr
+        assert "could not write checkpoints/average.pt (Is a directory); the previous" in out
+        assert "training goes on" not in out and "checkpoint: None" not in out
+        assert checkpoint.load(ckpts / "last.pt")["frames"] >= 30000
