@@ -406,7 +406,7 @@ class Run:
             if not self._save_failed_said or self._finished:  # once while training
                 self._save_failed_said = True
                 then = (
-                    "the previous file is kept"
+                    f"{self.checkpoint_path.name} holds the run"
                     if self._finished
                     else "training goes on, the previous file is kept, and the next save tries again"
                 )
@@ -441,7 +441,7 @@ class Run:
             act, state = self.averaged_policy(frames, state)
             sets = state()["extra"]["averaged_weight_sets"]
             average = self.save(frames, state(), self.checkpoint_path.with_name("average.pt"))
-            if average is not None:  # a failed write was reported once already
+            if average is not None:  # a failed write was reported by save()
                 self.tracker.message(
                     f"checkpoint: {average} (the mean of {sets} weight sets over the last "
                     f"{self.average.window:,} frames, eval.average_frames)"
