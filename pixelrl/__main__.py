@@ -103,6 +103,9 @@ def main() -> None:
         sys.exit(0)
     # Let errors reach us so they print as one line (Hydra would print its own block).
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from pixelrl.machine import let_openmp_threads_sleep
+
+    let_openmp_threads_sleep()
     import hydra
 
     from pixelrl.config import register_configs

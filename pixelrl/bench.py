@@ -50,7 +50,7 @@ import numpy as np
 
 from pixelrl import tool_args
 from pixelrl.errors import ConfigError
-from pixelrl.machine import machine_info
+from pixelrl.machine import let_openmp_threads_sleep, machine_info
 from pixelrl.raw_speed import raw_env_speed, raw_env_speed_processes
 from pixelrl.solve_bench import SOLVES, extra_env, stop_command
 
@@ -489,6 +489,7 @@ def solve_main(name: str, opts: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    let_openmp_threads_sleep()  # as the commands it times do (python -m pixelrl)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         print("\nbenchmarks: " + ", ".join(f"{k} ({v.what})" for k, v in BENCHES.items()))

@@ -77,6 +77,8 @@ def main(tmp_path, monkeypatch):
     from pixelrl.__main__ import main as entry
 
     monkeypatch.chdir(tmp_path)
+    # main() sets OMP_WAIT_POLICY's default; this restores the process's own state afterwards
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
 
     def _run(*args):
         out, err = io.StringIO(), io.StringIO()

@@ -196,3 +196,49 @@ def test_a_checkpoint_from_before_model_center_loads_uncentered(algo):
         assert _with_new_defaults(OmegaConf.create(saved)).model.center is center
     del saved["model"]["center"]
     assert _with_new_defaults(OmegaConf.create(saved)).model.center is False
+
+
+# Records OMP_WAIT_POLICY as it is when torch is first imported, then runs the CLI.
+_AT_TORCH_IMPORT = """
+import os, sys
+seen = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+        return None
+sys.meta_path.insert(0, Watch())
+sys.argv = ["pixelrl", *sys.argv[1:]]
+from pixelrl.__main__ import main
+try:
+    main()
+finally:
+    print("at torch import:", seen)
+"""
+
+
+@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_from_before_torch_loads_unless_the_user_says(
+    tmp_path, given, expected
+):
+    """A spinning OpenMP thread takes a core from the work on a busy machine (BENCHMARKS.md), so
+    the CLI asks for PASSIVE waiting before torch loads OpenMP; a value the user set wins. The
+    run records it in run_info.json."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    proc = subprocess.run(
+        [sys.executable, "-c", _AT_TORCH_IMPORT, "algo=actor_critic", "env=Catch",
+         "total_frames=500", "eval.every_frames=0", "eval.final=false", "video.enabled=false",
+         "logger.wandb.mode=disabled", "logger.progress=false", "hydra.run.dir=run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"at torch import: ['{expected}']" in proc.stdout, proc.stdout
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["sessions"][-1]["omp_wait_policy"] == expected
