@@ -1,6 +1,11 @@
 """The app (pixelrl/app.py): the config checks it gathers, the process settings it makes, and
 how a checkpoint's config meets a new command line."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -8,6 +13,8 @@ from omegaconf import OmegaConf
 import pixelrl
 from pixelrl.app import check_config, compose_config
 from pixelrl.errors import ConfigError
+
+from .conftest import FAST
 
 
 @pytest.mark.parametrize(
@@ -224,18 +231,12 @@ def test_openmp_threads_sleep_from_before_torch_loads_unless_the_user_says(
     """A spinning OpenMP thread takes a core from the work on a busy machine (BENCHMARKS.md), so
     the CLI asks for PASSIVE waiting before torch loads OpenMP; a value the user set wins. The
     run records it in run_info.json."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if given:
         env["OMP_WAIT_POLICY"] = given
     proc = subprocess.run(
         [sys.executable, "-c", _AT_TORCH_IMPORT, "algo=actor_critic", "env=Catch",
-         "total_frames=500", "eval.every_frames=0", "eval.final=false", "video.enabled=false",
-         "logger.wandb.mode=disabled", "logger.progress=false", "hydra.run.dir=run"],
+         "total_frames=500", "eval.every_frames=0", "eval.final=false", *FAST, "hydra.run.dir=run"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
