@@ -28,6 +28,17 @@ FAST = [
 CLI_TIMEOUT_S = 600
 
 
+@pytest.fixture(autouse=True)
+def _omp_wait_policy_as_it_was(monkeypatch):
+    """The CLI's and the bench's main() set OMP_WAIT_POLICY's default in their own process;
+    a test that calls them in-process gets the variable's earlier state back afterwards."""
+    name = "OMP_WAIT_POLICY"
+    was = os.environ.get(name)
+    monkeypatch.setenv(name, was or "")  # records the earlier state, set or not, for the undo
+    if was is None:
+        monkeypatch.delenv(name)
+
+
 def run_cli(
     *args: str,
     cwd: Path,
@@ -77,8 +88,6 @@ def main(tmp_path, monkeypatch):
     from pixelrl.__main__ import main as entry
 
     monkeypatch.chdir(tmp_path)
-    # main() sets OMP_WAIT_POLICY's default; this restores the process's own state afterwards
-    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
 
     def _run(*args):
         out, err = io.StringIO(), io.StringIO()
