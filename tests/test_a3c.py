@@ -160,7 +160,7 @@ def test_the_sticky_pong_preset_is_the_measured_recipe_and_plays_at_025():
     assert (cfg.algo.name, cfg.env.name, cfg.algo.n_steps) == ("a3c", "Pong", 10)
     assert (cfg.algo.psi, cfg.algo.gae_lambda, cfg.algo.epochs) == ("gae", 0.95, 2)
     assert cfg.env.sticky_actions == 0.25 and eval_env_config(cfg).sticky_actions == 0.25
-    assert cfg.total_frames == 16_000_000 and cfg.eval.average_frames == 2_000_000
+    assert cfg.total_frames == 20_000_000 and cfg.eval.average_frames == 2_000_000
     cfg = compose_config(["experiment=a3c_pong_sticky", "eval.sticky_actions=0.0", "seed=3"])
     assert eval_env_config(cfg).sticky_actions == 0.0 and cfg.seed == 3
 
