@@ -14,7 +14,7 @@ import pixelrl
 from pixelrl.app import check_config, compose_config
 from pixelrl.errors import ConfigError
 
-from .conftest import FAST
+from .conftest import CLI_TIMEOUT_S, FAST
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,7 @@ def test_openmp_threads_sleep_from_before_torch_loads_unless_the_user_says(
     proc = subprocess.run(
         [sys.executable, "-c", _AT_TORCH_IMPORT, "algo=actor_critic", "env=Catch",
          "total_frames=500", "eval.every_frames=0", "eval.final=false", *FAST, "hydra.run.dir=run"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert f"at torch import: ['{expected}']" in proc.stdout, proc.stdout
