@@ -233,7 +233,11 @@ def run_seed(
     # the solving policy: target.pt when the run trained on past it, else best.pt (the solve is
     # the best evaluation)
     solving = next((p for p in (ckpts / "target.pt", ckpts / "best.pt") if p.is_file()), run_dir)
-    checks = [("", solving)] + ([("_final", ckpts / "last.pt")] if past else [])
+    # the final policy: the one its evaluations play, average.pt under eval.average_frames
+    final = ckpts / "average.pt"
+    if not final.is_file():
+        final = ckpts / "last.pt"
+    checks = [("", solving)] + ([("_final", final)] if past else [])
     slug = "_".join(b.robustness).replace("=", "-")
     for suffix, load in checks:
         score, stopped = _robustness(b, load, run_dir / f"eval{suffix}_{slug}", out_dir)

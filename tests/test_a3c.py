@@ -149,18 +149,41 @@ def test_each_pass_over_a_rollout_starts_from_the_shared_weights_as_stepped(sett
     assert all("clip_fraction" in m and "approx_kl" in m for m in metrics)
 
 
-def test_the_sticky_pong_preset_is_the_measured_recipe_and_plays_at_025():
-    """experiment=a3c_pong_sticky: A3C on Pong trained and evaluated at sticky actions 0.25, with
-    GAE(0.95) and two passes per rollout over Pong's 10-step rollouts, evaluating the mean of the
-    last 2M frames' weights (BENCHMARKS.md); keys named on the command line still win."""
+def test_the_default_pong_command_trains_at_025_and_scores_at_0():
+    """The default command (algo=a3c env=Pong, conf/algo_env/a3c_Pong.yaml): trained at sticky
+    actions 0.25 with GAE(0.95) and two passes per rollout over 10-step rollouts, evaluating the
+    mean of the last 2M frames' weights at sticky actions 0.0 (BENCHMARKS.md); other games keep
+    the schema's A3C, and keys named on the command line win."""
     from pixelrl import compose_config
     from pixelrl.evaluate import eval_env_config
 
-    cfg = compose_config(["experiment=a3c_pong_sticky"])
+    cfg = compose_config([])
     assert (cfg.algo.name, cfg.env.name, cfg.algo.n_steps) == ("a3c", "Pong", 10)
     assert (cfg.algo.psi, cfg.algo.gae_lambda, cfg.algo.epochs) == ("gae", 0.95, 2)
-    assert cfg.env.sticky_actions == 0.25 and eval_env_config(cfg).sticky_actions == 0.25
+    assert cfg.env.sticky_actions == 0.25 and eval_env_config(cfg).sticky_actions == 0.0
     assert cfg.total_frames == 20_000_000 and cfg.eval.average_frames == 2_000_000
+    breakout = compose_config(["env=Breakout"])
+    assert (breakout.algo.psi, breakout.algo.epochs, breakout.eval.average_frames) == (
+        "advantage",
+        1,
+        0,
+    )
+    assert breakout.env.sticky_actions == 0.0 and eval_env_config(breakout).sticky_actions == 0.0
+    cfg = compose_config(["env.sticky_actions=0.0", "algo.epochs=1", "eval.average_frames=0"])
+    assert (cfg.env.sticky_actions, cfg.algo.epochs, cfg.eval.average_frames) == (0.0, 1, 0)
+
+
+def test_the_sticky_pong_preset_is_the_default_scored_at_025():
+    """experiment=a3c_pong_sticky: the default Pong command with its evaluations at sticky actions
+    0.25 too; keys named on the command line still win."""
+    from pixelrl import compose_config
+    from pixelrl.evaluate import eval_env_config
+
+    default, cfg = compose_config([]), compose_config(["experiment=a3c_pong_sticky"])
+    assert eval_env_config(cfg).sticky_actions == 0.25
+    same = ("algo", "env", "model", "total_frames")
+    assert all(cfg[key] == default[key] for key in same)
+    assert cfg.eval.average_frames == default.eval.average_frames == 2_000_000
     cfg = compose_config(["experiment=a3c_pong_sticky", "eval.sticky_actions=0.0", "seed=3"])
     assert eval_env_config(cfg).sticky_actions == 0.0 and cfg.seed == 3
 
