@@ -219,7 +219,9 @@ def run_seed(
         "wall_minutes": wall_s / 60,
         "run_dir": str(run_dir),
     }
-    past = solved_row is not None and last["frames"] > solved_row["eval/target_frames"]
+    # trained on past the solve: the run kept its solving policy apart, as target.pt (a run that
+    # stops at its solve logs a few frames past it too, from its workers' last rollouts)
+    past = solved_row is not None and (run_dir / "checkpoints" / "target.pt").is_file()
     if past:  # trained on past the solve (eval.frames_past_target): the final policy too
         result["final_frames"] = last["frames"]
         # its own evaluation (none when the cap stopped the run)

@@ -262,13 +262,15 @@ def test_a_stop_during_the_second_raw_env_measurement_keeps_the_trained_seed(tmp
     assert r["solve_cost"] == pytest.approx(0.5 * 60 * 1000.0) and "eval_sticky_025" not in r
 
 
-@pytest.mark.parametrize("final", ["last.pt", "average.pt"])
+@pytest.mark.parametrize("final", ["last.pt", "average.pt", None])
 def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
     tmp_path, monkeypatch, final
 ):
     """eval.frames_past_target: the solve's figures are the solving evaluation's (not the later
     ones), its robustness check plays target.pt, and the final policy is checked too: last.pt, or
-    average.pt where the run evaluates averaged weights (eval.average_frames)."""
+    average.pt where the run evaluates averaged weights (eval.average_frames). A run that stopped
+    at its solve (no target.pt; its workers still logged a few frames past it) has no final
+    policy apart from its solving one, best.pt."""
     from pixelrl import raw_speed, solve_bench
 
     loaded = []
@@ -279,10 +281,11 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
             load = Path(next(a for a in args if a.startswith("load=")).split("=", 1)[1])
             loaded.append(load.name)
             assert "eval.episodes=30" in args  # 10 games swing by 1-2 points
-            score = {"target.pt": 12.0, final: 16.0}[load.name]
+            score = {"target.pt": 12.0, "best.pt": 12.0, final: 16.0}[load.name]
             return 0, json.dumps({"return_mean": score}) + "\n", "", False
         (run_dir / "checkpoints").mkdir(parents=True)
-        for name in {"best.pt", "target.pt", "last.pt", final}:
+        kept = {"best.pt", "last.pt", "target.pt", final} if final else {"best.pt", "last.pt"}
+        for name in kept:
             (run_dir / "checkpoints" / name).write_bytes(b"")
         rows = [
             {"frames": 500, "time_s": 1.0, "eval/return_mean": 18.5},
@@ -296,8 +299,14 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
     monkeypatch.setattr(raw_speed, "raw_env_speed", lambda *a: {"frames_per_s": 1000.0})
     monkeypatch.setattr(solve_bench, "_cli", cli)
     b = solve_bench.SOLVES["pong_solve"]
-    r = solve_bench.run_seed(b, 1, 1.0, 1.0, ["eval.frames_past_target=400"], tmp_path)
+    past = ["eval.frames_past_target=400"] if final else []
+    r = solve_bench.run_seed(b, 1, 1.0, 1.0, past, tmp_path)
     assert r["solved"] and r["frames"] == 500 and r["eval_sticky_0"] == 18.5
+    assert r["eval_sticky_025"] == 12.0
+    if final is None:
+        assert loaded == ["best.pt"] and "final_frames" not in r
+        assert "eval_sticky_025_final" not in r and "final policy" not in solve_bench.format_seed(r)
+        return
     assert loaded == ["target.pt", final]
     assert r["eval_sticky_025"] == 12.0 and r["eval_sticky_025_final"] == 16.0
     assert r["final_frames"] == 900 and r["eval_sticky_0_final"] == 19.0
