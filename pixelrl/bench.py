@@ -74,7 +74,8 @@ MEMORY = "replay_memory"  # not a training run: DDPG's replay buffer against raw
 BENCHES = {
     "a3c_pong": Bench(
         "a3c_pong",
-        "A3C, 2 workers x 8 envs, A3C-paper trunk",
+        "A3C, 2 workers x 8 envs, A3C-paper trunk (the default command: on Pong two passes per "
+        "rollout, trained at sticky 0.25; args=algo.epochs=1 for one)",
         ["algo=a3c", "env=Pong"],
         ["env=Pong"],
         16,

@@ -31,7 +31,12 @@ def test_help_shows_the_default_commands_values():
         value = OmegaConf.select(cfg, key)
         shown = str(value).lower() if isinstance(value, bool) else str(value)
         assert f"  {key}={shown} " in text, key
-    assert f"a3c_Pong: algo.n_steps={cfg.algo.n_steps})" in text
+    shown = (
+        f"a3c_Pong: env.sticky_actions={cfg.env.sticky_actions}\n",
+        f"eval.sticky_actions={cfg.eval.sticky_actions} algo.n_steps={cfg.algo.n_steps} "
+        f"algo.epochs={cfg.algo.epochs} ...)",
+    )
+    assert all(part in text for part in shown)
 
 
 BAD_INPUTS = [
