@@ -152,7 +152,13 @@ def _explicit(overrides: list[str], prefixes: tuple[str, ...]) -> list[str]:
 
 # keys added with a default that changes the network's function: a checkpoint written before them
 # was trained without what they add, and keeps that (other new keys take their defaults)
-ADDED_KEYS_AS_TRAINED = {"model.center": False}
+ADDED_KEYS_AS_TRAINED = {
+    "model.center": False,
+    # A3C on Pong takes two passes and averaged weights from 5862dd5 on (conf/algo_env/a3c_Pong)
+    "algo.epochs": 1,
+    "eval.average_frames": 0,
+    "eval.sticky_actions": None,
+}
 
 
 def _with_new_defaults(saved: DictConfig) -> DictConfig:
@@ -166,7 +172,8 @@ def _with_new_defaults(saved: DictConfig) -> DictConfig:
     OmegaConf.set_struct(base, False)
     merged = OmegaConf.merge(base, saved)
     for key, value in ADDED_KEYS_AS_TRAINED.items():
-        if OmegaConf.select(saved, key, default=None) is None:
+        has = OmegaConf.select(base, key, default="absent") != "absent"  # this algo has the key
+        if has and OmegaConf.select(saved, key, default=None) is None:
             OmegaConf.update(merged, key, value, merge=False)
     return merged
 
@@ -180,7 +187,8 @@ def config_from_checkpoint(
     """The checkpoint's own config, with the command line's explicit `env.*`, `model.*`... keys
     on top (e.g. `env.sticky_actions=0.25` to evaluate under other settings). `resume` keeps the
     run's own evaluation, logging and checkpoint settings unless the command line names them;
-    `load` (eval / watch) takes those from the command line."""
+    `load` (eval / watch) takes those from the command line, except the run's own
+    RUN_OWN_EVAL_KEYS (what its evaluations scored) where the command line does not name them."""
     cfg = _with_new_defaults(OmegaConf.create(payload["config"]))
     chosen = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if "=" in o}
     if "algo" in chosen and chosen["algo"] != cfg.algo.name:
@@ -214,9 +222,21 @@ def config_from_checkpoint(
             # a run trained online goes online again only when this command line says so
             cfg.logger.wandb.mode = cli_cfg.logger.wandb.mode
         else:  # eval / watch: run-level settings come from this command line
+            own = {key: cfg.eval.get(key) for key in RUN_OWN_EVAL_KEYS}
             for key in run_keys:
                 cfg[key] = cli_cfg[key]
+            # ... except what the run's evaluations measured: a bare `mode=eval load=<run>` composes
+            # the default pairing's (a3c_Pong: scored at sticky 0.0), which is not the run's
+            named = {o.split("=", 1)[0].lstrip("~") for o in _explicit(overrides, ("eval.",))}
+            for key, value in own.items():
+                if f"eval.{key}" not in named:
+                    cfg.eval[key] = value
     return cfg
+
+
+# eval keys that say what a run's evaluations measure: `load=` keeps the run's own unless the
+# command line names them (the sticky actions scored, the averaged policy of a training run)
+RUN_OWN_EVAL_KEYS = ("sticky_actions", "average_frames")
 
 
 # keys that shape the networks or the optimizer's statistics: a resume cannot change them (the

@@ -123,6 +123,33 @@ def test_a_run_resumes_with_the_n_steps_it_was_trained_with():
         assert config_from_checkpoint(payload, cli_cfg, overrides, "resume").algo.n_steps == n_steps
 
 
+def test_an_a3c_pong_run_from_before_two_passes_resumes_and_loads_as_it_was_trained():
+    """A3C Pong takes two passes per rollout and averaged weights from 5862dd5 on: a run saved
+    before algo.epochs / eval.average_frames existed keeps one pass and plain weights; `load=`
+    scores a run at its own evaluation settings, not at the default pairing's, unless named."""
+    from pixelrl.app import config_from_checkpoint
+
+    old = OmegaConf.to_container(compose_config(["env.sticky_actions=0.0"]), resolve=True)
+    del old["algo"]["epochs"], old["eval"]["average_frames"], old["eval"]["sticky_actions"]
+    payload = {"config": old}
+    for what, overrides in [("resume", ["resume=r"]), ("load", ["mode=eval", "load=r"])]:
+        cfg = config_from_checkpoint(payload, compose_config(overrides), overrides, what)
+        assert (cfg.algo.epochs, cfg.eval.average_frames, cfg.eval.sticky_actions) == (1, 0, None)
+        assert cfg.env.sticky_actions == 0.0
+    catch = {"config": OmegaConf.to_container(compose_config(["env=Catch"]), resolve=True)}
+    overrides = ["mode=eval", "load=r"]
+    cfg = config_from_checkpoint(catch, compose_config(overrides), overrides, "load")
+    assert cfg.eval.sticky_actions is None and cfg.eval.average_frames == 0
+    pong = {"config": OmegaConf.to_container(compose_config([]), resolve=True)}
+    overrides = ["mode=eval", "load=r", "eval.sticky_actions=0.25", "eval.episodes=30"]
+    cfg = config_from_checkpoint(pong, compose_config(overrides), overrides, "load")
+    assert (cfg.eval.sticky_actions, cfg.eval.episodes, cfg.eval.average_frames) == (
+        0.25,
+        30,
+        2_000_000,
+    )
+
+
 def test_the_app_flushes_denormals():
     # a confident policy's backward pass is full of denormals, which x86 computes ~100x slower
     from omegaconf import OmegaConf

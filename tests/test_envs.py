@@ -133,8 +133,8 @@ def test_eval_sticky_actions_sets_the_evaluation_envs_own(eval_sticky):
     here) the agent's actions take effect."""
     from pixelrl.evaluate import eval_env_config
 
-    extra = [] if eval_sticky is None else [f"eval.sticky_actions={eval_sticky}"]
-    cfg = pixelrl.compose_config(["algo=a3c", "env=Pong", *extra])
+    extra = [f"eval.sticky_actions={'null' if eval_sticky is None else eval_sticky}"]
+    cfg = pixelrl.compose_config(["algo=a3c", "env=Pong", "env.sticky_actions=0.0", *extra])
     assert cfg.env.sticky_actions == 0.0  # training keeps its own
     assert _actions_take_effect(eval_env_config(cfg), EVAL) == (eval_sticky != 1.0)
 
@@ -146,7 +146,8 @@ def test_a3c_workers_train_at_their_entry_of_worker_sticky_actions(monkeypatch):
     from pixelrl.algos.a3c import worker_env
     from pixelrl.evaluate import eval_env_config
 
-    cfg = pixelrl.compose_config(["algo=a3c", "env=Pong", "algo.worker_sticky_actions=[0.0,1.0]"])
+    args = ["algo=a3c", "env=Pong", "env.sticky_actions=0.0", "eval.sticky_actions=null"]
+    cfg = pixelrl.compose_config([*args, "algo.worker_sticky_actions=[0.0,1.0]"])
     assert [worker_env(cfg, r).sticky_actions for r in range(4)] == [0.0, 1.0, 0.0, 1.0]
     assert eval_env_config(cfg).sticky_actions == cfg.env.sticky_actions == 0.0
     assert [_actions_take_effect(worker_env(cfg, r), TRAIN) for r in (0, 1)] == [True, False]
