@@ -150,8 +150,9 @@ def _explicit(overrides: list[str], prefixes: tuple[str, ...]) -> list[str]:
     return keep
 
 
-# keys added with a default that changes the network's function: a checkpoint written before them
-# was trained without what they add, and keeps that (other new keys take their defaults)
+# keys added with a default that changes what a run computes or scores (the network's function,
+# the learner's passes, what its evaluations play): a checkpoint written before them was trained
+# without what they add, and keeps that (other new keys take their defaults)
 ADDED_KEYS_AS_TRAINED = {
     "model.center": False,
     # A3C on Pong takes two passes and averaged weights from 5862dd5 on (conf/algo_env/a3c_Pong)
