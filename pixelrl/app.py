@@ -173,8 +173,8 @@ def _with_new_defaults(saved: DictConfig) -> DictConfig:
     OmegaConf.set_struct(base, False)
     merged = OmegaConf.merge(base, saved)
     for key, value in ADDED_KEYS_AS_TRAINED.items():
-        has = OmegaConf.select(base, key, default="absent") != "absent"  # this algo has the key
-        if has and OmegaConf.select(saved, key, default=None) is None:
+        # only where this algo and env have a default for it (DDPG has no algo.epochs)
+        if OmegaConf.select(base, key) is not None and OmegaConf.select(saved, key) is None:
             OmegaConf.update(merged, key, value, merge=False)
     return merged
 
