@@ -11,13 +11,15 @@ basin and their mean is a policy too.
 the caller's schedule, pixelrl/run.py). The
 averaged policy at frames F is the mean of the weights at F and of the copies taken within the
 last `window` frames before F: with window 2M and F a multiple of 500k, the weights at F - 2M,
-F - 1.5M, ..., F (those that exist). Copies live in memory only: a resumed run starts collecting
-again from its resumed weights.
+F - 1.5M, ..., F (those that exist). The copies travel in last.pt (`payload()`, as
+`average_copies`), so a resumed run averages over the same weights as one that was never stopped
+(`restore()`); a checkpoint written before they did starts collecting again from its weights.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import torch
 
@@ -50,3 +52,23 @@ class WeightAverage:
             else:
                 mean[k] = v.detach().clone()
         return mean, len(sets)
+
+    def payload(self) -> list[dict]:
+        """The copies, for last.pt: [{"frames", "policy"}, ...], oldest first."""
+        return [{"frames": int(f), "policy": w} for f, w in self.copies]
+
+    def restore(self, saved: Any, weights: dict[str, torch.Tensor], before: int) -> int:
+        """Take back the copies of a checkpoint's `payload()`: those taken at or before `before`
+        (the checkpoint's frames) whose entries match `weights` (the resumed policy's) in names,
+        shapes and dtypes; anything else is left out. Returns how many copies it then holds."""
+        like = {k: (v.shape, v.dtype) for k, v in weights.items()}
+        for item in saved if isinstance(saved, list) else []:
+            if not isinstance(item, dict) or not isinstance(item.get("frames"), int):
+                continue
+            policy = item.get("policy")
+            if not isinstance(policy, dict) or item["frames"] > before:
+                continue
+            if {k: (v.shape, v.dtype) for k, v in policy.items() if torch.is_tensor(v)} != like:
+                continue
+            self.copies.append((item["frames"], {k: v.clone() for k, v in policy.items()}))
+        return len(self.copies)

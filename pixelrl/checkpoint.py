@@ -9,8 +9,9 @@ A run dir's checkpoints/: `last.pt` (periodic and final), `best.pt` (the policy 
 evaluation so far, with its figures), `target.pt` (the policy that first reached
 eval.target_return, when eval.frames_past_target trains on past it), `average.pt` (with
 eval.average_frames: the averaged policy at the end; best.pt and target.pt then hold averaged
-policies too), and with checkpoint.keep=N the N newest periodic ones as `frames_<frames>.pt`
-(`last.pt` is a hard link to the newest).
+policies too, and last.pt the weight copies it averages over, so a resume goes on averaging),
+and with checkpoint.keep=N the N newest periodic ones as `frames_<frames>.pt` (`last.pt` is a
+hard link to the newest).
 
 Loading is defensive: the payload's structure is checked, and its config is taken as data, never
 as instructions: strings that look like OmegaConf interpolations (`${oc.env:HOME}`) stay literal
@@ -132,6 +133,7 @@ _SHAPE = {
     "rng": dict,
     "time_s": (int, float),
     "updates": int,
+    "average_copies": list,
 }
 
 

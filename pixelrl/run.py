@@ -154,6 +154,8 @@ class Run:
         window = int(cfg.eval.get("average_frames") or 0)
         self.average = WeightAverage(window) if window and policy_factory else None
         self._copy_every = Every(self.average.spacing if self.average else 0, start_frames)
+        if self.average is not None and resume:
+            self._restore_average(resume)
         self._eval_thread: threading.Thread | None = None
         self._eval_result = None
         self._eval_cancel = threading.Event()
@@ -169,6 +171,20 @@ class Run:
         self.frames = start_frames
         if self.solved is not None and cfg.eval.frames_past_target:
             self._keep_solving_policy()
+
+    def _restore_average(self, resume: dict) -> None:
+        """A resumed run goes on averaging over the copies its last.pt holds; one written before
+        they were saved starts collecting again, and says so."""
+        saved = resume.get("average_copies")
+        policy = resume["models"].get("policy")
+        if saved is not None and isinstance(policy, dict):
+            self.average.restore(saved, policy, before=self.start_frames)
+            return
+        self.tracker.message(
+            "eval.average_frames: this checkpoint holds no copies of earlier weights; the "
+            f"averaged policy starts again from the resumed ones ({self.average.window:,} frames "
+            "until it averages over a whole window)"
+        )
 
     def _keep_solving_policy(self) -> None:
         """A run that stopped at its solve, resumed to train past it: its best.pt is the solving
@@ -395,6 +411,8 @@ class Run:
             "solved": self.solved,
             **state,
         }
+        if self.average is not None and path == self.checkpoint_path:  # resume goes on averaging
+            payload["average_copies"] = self.average.payload()
         try:
             checkpoint.save(path, payload)
         except OSError as e:

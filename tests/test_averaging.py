@@ -1,6 +1,8 @@
 """eval.average_frames (pixelrl/averaging.py): evaluations play the mean of the policy's recent
 weights, and best.pt, target.pt and checkpoints/average.pt keep that policy."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -49,6 +51,49 @@ def test_a_copy_is_a_copy_and_early_on_the_mean_has_fewer_sets():
     live["w"] += 1.0  # the learner's tensors move on in place
     mean, sets = avg.mean(1150, live)
     assert sets == 2 and torch.allclose(mean["w"], torch.full((2, 3), 1.5))
+
+
+def test_the_copies_go_into_a_payload_and_come_back_only_where_they_fit():
+    avg = WeightAverage(window=400)
+    for f in (100, 200, 300):
+        avg.add(f, weights(f))
+    saved = avg.payload()
+    assert [c["frames"] for c in saved] == [100, 200, 300]
+    back = WeightAverage(window=400)
+    # a copy from after the checkpoint, one of another shape, and junk are left out
+    odd = {"w": torch.zeros(3, 2), "steps": torch.tensor(0)}
+    junk = [*saved, {"frames": 400, "policy": weights(400)}, {"frames": 50, "policy": odd}, 7]
+    assert back.restore(junk, weights(300), before=300) == 3
+    assert back.restore(None, weights(300), before=300) == 3  # nothing saved: nothing added
+    mean, sets = back.mean(350, weights(350))
+    assert sets == 4 and torch.allclose(mean["w"], torch.full((2, 3), (100 + 200 + 300 + 350) / 4))
+    saved[0]["policy"]["w"] += 1000.0  # what came back is a copy of its own
+    assert torch.equal(back.mean(350, weights(350))[0]["w"], mean["w"])
+
+
+def test_a_resumed_run_goes_on_averaging_over_the_weights_it_had(cli, tmp_path):
+    """last.pt carries the weight copies: the first policy averaged after a resume spans the whole
+    window, as in a run never stopped. A checkpoint without them (from before they were saved)
+    starts averaging again, and says so."""
+    args = ["algo=actor_critic", "env=Catch", "eval.every_frames=0", "eval.final=false"]
+    args += ["eval.average_frames=8000", "checkpoint.every_frames=6000", *FAST]
+    (tmp_path / "a").mkdir()
+    cli(*args, "total_frames=12000", "hydra.run.dir=a", check=True)
+    last = checkpoint.load(tmp_path / "a/checkpoints/last.pt")
+    assert [c["frames"] for c in last["average_copies"]][-1] <= last["frames"]
+    assert len(last["average_copies"]) == 5
+    # the same run, as a pixelrl from before the copies were saved would have left it
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    old = {k: v for k, v in last.items() if k not in ("average_copies", "format", "version")}
+    (tmp_path / "b/checkpoints/last.pt").unlink()
+    checkpoint.save(tmp_path / "b/checkpoints/last.pt", old)
+    sets = {}
+    for name in ("a", "b"):
+        more = cli("resume=" + name, "total_frames=14000", check=True)
+        said = "holds no copies of earlier weights" in more.stdout + more.stderr
+        average = checkpoint.load(tmp_path / name / "checkpoints/average.pt")
+        sets[name] = (average["extra"]["averaged_weight_sets"], said)
+    assert sets == {"a": (5, False), "b": (1, True)}
 
 
 @pytest.mark.parametrize("algo", ["actor_critic", "a3c"])
