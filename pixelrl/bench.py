@@ -22,11 +22,14 @@ frame bytes, and the time of one sample of 256 3-step transitions.
 
 `which=pong_solve` is a time-to-solve benchmark over seeds instead (pixelrl/solve_bench.py):
 
-    python -m pixelrl.bench which=pong_solve [seeds=1,2,3,4,5] [minutes=60] [raw_seconds=30]
-                            [args="algo.n_steps=20 ..."] [device=cuda] [out=FILE.json]
+    python -m pixelrl.bench which=pong_solve [seeds=1,2,3,4,5] [minutes=60] [cost=26000000]
+                            [raw_seconds=30] [args="algo.n_steps=20 ..."] [device=cuda] [out=FILE.json]
 
 The raw env is measured for `raw_seconds` before and again after each seed's training; the
-solve cost uses their mean. Each seed's run dir is kept beside the JSON; an `out=` file that
+solve cost uses their mean. `cost=` caps each seed's whole run (solve and any training past it) at
+that solve cost too: cost / the raw frames/s measured just before it, if that is sooner than
+`minutes` (`cost=26000000`, the worst solve cost our Pong goal allows: one cap for a fast and a slow
+host). Each seed's run dir is kept beside the JSON; an `out=` file that
 already holds results of the same benchmark keeps its other seeds (run seeds one call at a time,
 gather them in one file). `device=cuda` (or a device= override in args=) trains there, and the
 JSON's machine names the GPU. Ctrl-C or SIGTERM stops it: the seed's training command is stopped too
@@ -450,6 +453,7 @@ def solve_main(name: str, opts: dict) -> int:
 
     minutes = tool_args.number(opts, "minutes", float, 0, above=True)
     raw_seconds = tool_args.number(opts, "raw_seconds", float, 0, above=True)
+    cost = tool_args.number(opts, "cost", float, 0, above=True) if opts["cost"] else None
     try:
         seeds = [int(s) for s in opts["seeds"].split(",") if s]
     except ValueError:
@@ -474,7 +478,7 @@ def solve_main(name: str, opts: dict) -> int:
     )
     try:
         result = solve_bench.run(
-            name, seeds, minutes, raw_seconds, args, out.with_suffix(""), earlier
+            name, seeds, minutes, raw_seconds, args, out.with_suffix(""), earlier, cost
         )
     except RuntimeError as e:
         print(f"pixelrl.bench: error: {e}", file=sys.stderr)
@@ -508,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         # time-to-solve benchmarks (which=pong_solve)
         "seeds": "1,2,3,4,5",
         "minutes": "60",
+        "cost": "",  # a cap in solve cost (frames at the raw env's speed), besides minutes
         "raw_seconds": "30",
     }
     # SIGTERM stops a benchmark as Ctrl-C does: its running command is stopped too, and a

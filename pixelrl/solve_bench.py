@@ -3,7 +3,8 @@
 For each seed, one after the other:
   1. the raw env's speed (the training env's settings, random actions) for `raw_seconds`;
   2. the real training command with `eval.target_return`, capped at `minutes` (then stopped with
-     Ctrl-C): it stops itself at the first greedy evaluation (eval.episodes >= 10 games) whose
+     Ctrl-C), or with `cost` at the time that solve cost takes at the raw env's speed just
+     measured, if that comes first (a cap that means the same on a slow host): it stops itself at the first greedy evaluation (eval.episodes >= 10 games) whose
      mean return reaches the target; evaluations wait until the training return is no longer
      hopeless (eval.min_train_return), and one that can no longer reach the target stops early
      (eval.max_return, set by env=Pong), so they cost the run little;
@@ -141,8 +142,17 @@ def command_args(b: SolveBench, extra: list[str]) -> list[str]:
 
 
 def run_seed(
-    b: SolveBench, seed: int, minutes: float, raw_seconds: float, extra: list[str], out_dir: Path
+    b: SolveBench,
+    seed: int,
+    minutes: float,
+    raw_seconds: float,
+    extra: list[str],
+    out_dir: Path,
+    cost: float | None = None,
 ) -> dict:
+    """One seed: raw env, training to the solve (or the cap), raw env again, robustness checks.
+    The cap is `minutes`, or with `cost` the time that solve cost takes at the raw env's speed
+    measured just before (cost / raw frames/s), whichever comes first."""
     from pixelrl.raw_speed import raw_env_speed
     from pixelrl.tracking import read_metrics
 
@@ -165,8 +175,9 @@ def run_seed(
     ]
     if b.min_train_return is not None:
         args.append(f"eval.min_train_return={b.min_train_return}")
+    cap_s = min(minutes * 60, cost / raw_before) if cost else minutes * 60
     started = time.monotonic()
-    code, _, err, stopped = _cli(args, out_dir, cap_s=minutes * 60)
+    code, _, err, stopped = _cli(args, out_dir, cap_s=cap_s)
     wall_s = time.monotonic() - started
     if code not in (0, 130) and not stopped:
         raise RuntimeError(f"seed {seed}: training failed ({code}): {err.strip()[-400:]}")
@@ -217,6 +228,7 @@ def run_seed(
         "trained_frames": last["frames"],
         "trained_minutes": last["time_s"] / 60,
         "wall_minutes": wall_s / 60,
+        "cap_minutes": cap_s / 60,
         "run_dir": str(run_dir),
     }
     # trained on past the solve: the run kept its solving policy apart, as target.pt (a run that
@@ -359,6 +371,7 @@ def run(
     extra: str,
     out_dir: Path,
     earlier: list[dict] | None = None,
+    cost: float | None = None,
 ) -> dict:
     """Every seed in turn; `earlier` seeds' results (a previous call's JSON) are kept unless a
     seed is run again."""
@@ -366,14 +379,17 @@ def run(
     extra_args = shlex.split(extra)
     out_dir = Path(out_dir).resolve()  # the runs' cwd is out_dir: every path in it absolute
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"{name}: {b.what}; cap {minutes:g} min per seed; runs in {out_dir}", flush=True)
+    cap = f"{minutes:g} min" + (
+        f" or a solve cost of {_m(cost)}, whichever is first," if cost else ""
+    )
+    print(f"{name}: {b.what}; cap {cap} per seed; runs in {out_dir}", flush=True)
     if extra_args:
         print(f"  extra overrides: {' '.join(extra_args)}", flush=True)
     results = [r for r in earlier or [] if r["seed"] not in seeds]
     stopped = False
     for i, seed in enumerate(seeds):
         try:
-            r = run_seed(b, seed, minutes, raw_seconds, extra_args, out_dir)
+            r = run_seed(b, seed, minutes, raw_seconds, extra_args, out_dir, cost)
         except KeyboardInterrupt:  # before the seed's training logged anything: nothing to keep
             r = None
         if r is not None:
@@ -394,6 +410,7 @@ def run(
         "command": command,
         "target": b.target,
         "cap_minutes": minutes,
+        "cap_cost": cost,
         "extra": extra_args,
         "seeds": results,
         "summary": summary,

@@ -262,6 +262,49 @@ def test_a_stop_during_the_second_raw_env_measurement_keeps_the_trained_seed(tmp
     assert r["solve_cost"] == pytest.approx(0.5 * 60 * 1000.0) and "eval_sticky_025" not in r
 
 
+@pytest.mark.parametrize(
+    "cost, raw, cap_minutes", [(None, 1000.0, 10.0), (3e5, 1000.0, 5.0), (3e5, 250.0, 10.0)]
+)
+def test_a_cap_in_solve_cost_is_the_time_that_cost_takes_at_the_raw_speed(
+    tmp_path, monkeypatch, cost, raw, cap_minutes
+):
+    """cost=: a seed's cap is cost / the raw env's frames/s measured just before it, unless
+    minutes= is sooner (3e5 frames at 1000 frames/s: 5 min; at 250 frames/s 20 min > 10)."""
+    from pixelrl import raw_speed, solve_bench
+
+    caps = []
+
+    def cli(args, cwd, timeout=None, cap_s=None):
+        if "mode=eval" in args:
+            return 0, json.dumps({"return_mean": 0.0}) + "\n", "", False
+        caps.append(cap_s)
+        run_dir = Path(next(a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"frames": 800, "time_s": 2.0}) + "\n")
+        return 130, "", "", False  # stopped at its cap, unsolved
+
+    monkeypatch.setattr(raw_speed, "raw_env_speed", lambda *a: {"frames_per_s": raw})
+    monkeypatch.setattr(solve_bench, "_cli", cli)
+    b = solve_bench.SOLVES["pong_solve"]
+    r = solve_bench.run_seed(b, 1, 10.0, 1.0, [], tmp_path, cost)
+    assert caps == [pytest.approx(cap_minutes * 60)] and r["cap_minutes"] == pytest.approx(
+        cap_minutes
+    )
+    assert not r["solved"] and not r.get("stopped")
+
+
+def test_the_cost_cap_must_be_a_positive_number(tmp_path):
+    out = tmp_path / "o.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pixelrl.bench", "which=pong_solve", "cost=lots", f"out={out}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "cost='lots' must be a number > 0" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
 @pytest.mark.parametrize("final", ["last.pt", "average.pt", None])
 def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
     tmp_path, monkeypatch, final
