@@ -28,10 +28,10 @@ frame bytes, and the time of one sample of 256 3-step transitions.
 The raw env is measured for `raw_seconds` before and again after each seed's training; the
 solve cost uses their mean. `cost=` caps each seed's whole run (solve and any training past it) at
 that solve cost too: cost / the raw frames/s measured just before it, if that is sooner than
-`minutes` (`cost=26000000`, the worst solve cost our Pong goal allows: one cap for a fast and a slow
-host). Each seed's run dir is kept beside the JSON; an `out=` file that
-already holds results of the same benchmark keeps its other seeds (run seeds one call at a time,
-gather them in one file). `device=cuda` (or a device= override in args=) trains there, and the
+`minutes` (`cost=26000000`, the worst solve cost our Pong goal allows: one cap for a fast and a
+slow host). Each seed's run dir is kept beside the JSON; an `out=` file that already holds
+results of the same benchmark keeps its other seeds (run seeds one call at a time, gather them in
+one file). `device=cuda` (or a device= override in args=) trains there, and the
 JSON's machine names the GPU. Ctrl-C or SIGTERM stops it: the seed's training command is stopped too
 (it saves its checkpoint), the JSON keeps that seed as a partial run marked `stopped` (left out of
 the summary), and it exits with 130.

@@ -4,9 +4,10 @@ For each seed, one after the other:
   1. the raw env's speed (the training env's settings, random actions) for `raw_seconds`;
   2. the real training command with `eval.target_return`, capped at `minutes` (then stopped with
      Ctrl-C), or with `cost` at the time that solve cost takes at the raw env's speed just
-     measured, if that comes first (a cap that means the same on a slow host): it stops itself at the first greedy evaluation (eval.episodes >= 10 games) whose
-     mean return reaches the target; evaluations wait until the training return is no longer
-     hopeless (eval.min_train_return), and one that can no longer reach the target stops early
+     measured, if that comes first (a cap that means the same on a slow host): it stops itself
+     at the first greedy evaluation (eval.episodes >= 10 games) whose mean return reaches the
+     target; evaluations wait until the training return is no longer hopeless
+     (eval.min_train_return), and one that can no longer reach the target stops early
      (eval.max_return, set by env=Pong), so they cost the run little;
   3. the raw env's speed again, right after the training: a shared host's speed drifts over a
      half-hour run (one 30-s measurement swung 12.7k-21.4k frames/s within a session), and the
