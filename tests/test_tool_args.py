@@ -58,6 +58,11 @@ def test_each_tool_refuses_a_bad_argument_in_one_line_with_status_2(capsys, tmp_
             ["which=pong_solve", "minutes=0"],
             "pixelrl.bench: error: minutes='0' must be a number > 0",
         ),
+        (
+            bench.main,
+            ["which=pong_solve", "cost=lots"],
+            "pixelrl.bench: error: cost='lots' must be a number > 0",
+        ),
         (bench.main, ["seconds=-1"], "pixelrl.bench: error: seconds='-1' must be a number > 0"),
         (
             bench.main,
