@@ -43,6 +43,11 @@ def check_config(cfg: DictConfig) -> None:
             f"eval.sticky_actions is for Atari envs (repeat_action_probability); "
             f"env={cfg.env.name} has no sticky actions: leave it null"
         )
+    if cfg.eval.select_sticky_actions is not None and "sticky_actions" not in cfg.env:
+        raise ConfigError(
+            f"eval.select_sticky_actions is for Atari envs (repeat_action_probability); "
+            f"env={cfg.env.name} has no sticky actions: leave it null"
+        )
     if cfg.eval.average_frames and cfg.algo.name == "ddpg":
         raise ConfigError(
             "eval.average_frames averages the policy of a3c, actor_critic and reinforce; "
@@ -159,6 +164,7 @@ ADDED_KEYS_AS_TRAINED = {
     "algo.epochs": 1,
     "eval.average_frames": 0,
     "eval.sticky_actions": None,
+    "eval.select_sticky_actions": None,
 }
 
 
@@ -236,8 +242,9 @@ def config_from_checkpoint(
 
 
 # eval keys that say what a run's evaluations measure: `load=` keeps the run's own unless the
-# command line names them (the sticky actions scored, the averaged policy of a training run)
-RUN_OWN_EVAL_KEYS = ("sticky_actions", "average_frames")
+# command line names them (the sticky actions scored, the averaged policy of a training run, the
+# setting that chose its select.pt)
+RUN_OWN_EVAL_KEYS = ("sticky_actions", "average_frames", "select_sticky_actions")
 
 
 # keys that shape the networks or the optimizer's statistics: a resume cannot change them (the

@@ -16,6 +16,8 @@ from pixelrl.video import VideoRecorder
 ActFn = Callable[[np.ndarray], np.ndarray]
 
 EVAL_SEED_OFFSET = 10_000  # eval envs never replay the training envs' seeds
+# ... nor do the evaluations that choose a run's select.pt replay those of a later mode=eval
+SELECT_SEED_OFFSET = 20_000
 
 
 def act_fn(policy: torch.nn.Module, device: torch.device) -> ActFn:
@@ -127,17 +129,24 @@ def record(
     return recorder.save(), total, steps
 
 
-def eval_env_config(cfg):
-    """The env config evaluations play: cfg.env, with eval.sticky_actions where it is set."""
-    return with_sticky_actions(cfg.env, cfg.eval.get("sticky_actions"))
+def eval_env_config(cfg, sticky: float | None = None):
+    """The env config evaluations play: cfg.env, at `sticky` or else at eval.sticky_actions where
+    either is set."""
+    if sticky is None:
+        sticky = cfg.eval.get("sticky_actions")
+    return with_sticky_actions(cfg.env, sticky)
 
 
 class Evaluator:
-    """Owns the eval env and the video env (built once, reused at every evaluation)."""
+    """Owns the eval env and the video env (built once, reused at every evaluation). `sticky`
+    and `seed_offset` make another one (eval.select_sticky_actions: other settings, other games)."""
 
-    def __init__(self, cfg, run_dir: Path):
+    def __init__(
+        self, cfg, run_dir: Path, sticky: float | None = None, seed_offset: int = EVAL_SEED_OFFSET
+    ):
         self.cfg = cfg
-        self.env_cfg = eval_env_config(cfg)
+        self.env_cfg = eval_env_config(cfg, sticky)
+        self.seed_offset = seed_offset
         self.video_dir = Path(run_dir) / "videos"
         self._env = None
         self._video_env = None
@@ -158,7 +167,7 @@ class Evaluator:
         hopeless = None
         if may_give_up and e.target_return is not None and e.get("max_return") is not None:
             hopeless = Hopeless(float(e.target_return), float(e.max_return))
-        seed = self.cfg.seed + EVAL_SEED_OFFSET
+        seed = self.cfg.seed + self.seed_offset
         return play(act, self._env, episodes, seed, cancelled, hopeless)
 
     def video(
@@ -175,7 +184,7 @@ class Evaluator:
         if self._video_env is None:
             self._video_env = make_vector_env(self.env_cfg, 1, mode=EVAL, render=True)
         fps = self.cfg.video.fps or self._video_env.video_fps
-        seed = self.cfg.seed + EVAL_SEED_OFFSET + seed_offset
+        seed = self.cfg.seed + self.seed_offset + seed_offset
         path = self.video_dir / f"{name}.mp4"
         return record(act, self._video_env, path, fps, max_steps, seed, cancelled)
 

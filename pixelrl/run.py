@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pixelrl import checkpoint
 from pixelrl.averaging import WeightAverage
 from pixelrl.errors import TrainingError
-from pixelrl.evaluate import Evaluator, GaveUp, act_fn
+from pixelrl.evaluate import SELECT_SEED_OFFSET, Evaluator, GaveUp, act_fn
 from pixelrl.tracking import Tracker
 
 
@@ -147,6 +147,10 @@ class Run:
         self.best_path = self.run_dir / "checkpoints" / "best.pt"
         self.target_path = self.run_dir / "checkpoints" / "target.pt"
         self.best_eval: float | None = resume.get("best_eval") if resume else None
+        # eval.select_sticky_actions: past the solve, evaluations at that setting choose select.pt
+        self.select_path = self.run_dir / "checkpoints" / "select.pt"
+        self.best_select: float | None = resume.get("best_select") if resume else None
+        self._select_evaluator: Evaluator | None = None
         self.spaces: dict[str, Any] | None = None
         # eval.average_frames: evaluations play the mean of the policy's recent weights, built
         # by policy_factory(obs_space, action_space); a copy every window/4 frames
@@ -270,19 +274,40 @@ class Run:
         }
         return act_fn(policy, self.device), lambda: payload
 
+    def _selecting(self) -> bool:
+        """Past the solve, with eval.select_sticky_actions: evaluations choose select.pt."""
+        e = self.cfg.eval
+        return (
+            self.solved is not None
+            and bool(e.frames_past_target)
+            and e.get("select_sticky_actions") is not None
+        )
+
+    def _evaluator(self, select: bool) -> Evaluator:
+        if not select:
+            return self.evaluator
+        if self._select_evaluator is None:
+            sticky = float(self.cfg.eval.select_sticky_actions)
+            self._select_evaluator = Evaluator(
+                self.cfg, self.run_dir, sticky=sticky, seed_offset=SELECT_SEED_OFFSET
+            )
+        return self._select_evaluator
+
     def _play_eval(
-        self, frames: int, act, cancelled, periodic: bool
+        self, frames: int, act, cancelled, periodic: bool, select: bool = False
     ) -> tuple[list[float], list[int], Path | None] | GaveUp | None:
         """The evaluation's episodes and video; None if `cancelled()` turned true meanwhile;
-        GaveUp if a periodic one could no longer reach eval.target_return (eval.max_return)."""
+        GaveUp if a periodic one could no longer reach eval.target_return (eval.max_return).
+        `select`: one of the evaluations that choose select.pt (`_selecting()`)."""
         # past the solve (eval.frames_past_target) every evaluation plays to the end: a real mean
         may_give_up = periodic and self.solved is None
-        played = self.evaluator.evaluate(act, cancelled=cancelled, may_give_up=may_give_up)
+        evaluator = self._evaluator(select)
+        played = evaluator.evaluate(act, cancelled=cancelled, may_give_up=may_give_up)
         if played is None or isinstance(played, GaveUp):
             return played
         video = None
         if self.cfg.video.enabled:
-            video = self.evaluator.video(act, f"eval_{frames:011d}", cancelled=cancelled)
+            video = evaluator.video(act, f"eval_{frames:011d}", cancelled=cancelled)
         return (*played, video)
 
     def _eval_wanted(self, frames: int) -> bool:
@@ -300,9 +325,14 @@ class Run:
             )
         return False
 
-    def _log_eval(self, frames: int, time_s: float, played, state) -> dict | None:
+    def _log_eval(
+        self, frames: int, time_s: float, played, state, select: bool = False
+    ) -> dict | None:
         """Log one evaluation of the policy as it was at `frames` / `time_s` (training clock);
-        a new best mean return writes checkpoints/best.pt with that policy's `state()`."""
+        a new best mean return writes checkpoints/best.pt with that policy's `state()` (with
+        `select`, eval_select/* and select.pt instead)."""
+        if select:
+            return self._log_select(frames, time_s, played, state)
         if isinstance(played, GaveUp):
             # eval/steps: agent steps each env copy played before it stopped (what it cost)
             self.tracker.log(
@@ -347,13 +377,31 @@ class Run:
                 self.save(frames, payload, self.target_path)
         return metrics
 
+    def _log_select(self, frames: int, time_s: float, played, state) -> dict:
+        """An evaluation past the solve at eval.select_sticky_actions: its best keeps select.pt."""
+        returns, lengths, video = played
+        metrics = self.tracker.evaluation(frames, returns, lengths, prefix="eval_select")
+        mean = metrics["eval_select/return_mean"]
+        sticky = self.cfg.eval.select_sticky_actions
+        self.tracker.message(
+            f"eval @ {frames:,} frames at sticky actions {sticky:g} (eval.select_sticky_actions): "
+            f"return {mean:.2f} ± {metrics['eval_select/return_std']:.2f} over {len(returns)} "
+            "episodes"
+        )
+        if video is not None:
+            self.tracker.video(frames, video)
+        if self.best_select is None or mean > self.best_select:
+            self.best_select = mean
+            self.save(frames, {**state(), "eval": metrics, "eval_time_s": time_s}, self.select_path)
+        return metrics
+
     def evaluate(
         self, frames: int, act: Callable[[np.ndarray], np.ndarray], state, periodic: bool = False
     ) -> dict | None:
         """Evaluate now (a stop signal cancels it, a hopeless periodic one gives up: None)."""
-        time_s = self.tracker.elapsed_s
-        played = self._play_eval(frames, act, lambda: bool(self.stop), periodic)
-        return None if played is None else self._log_eval(frames, time_s, played, state)
+        time_s, select = self.tracker.elapsed_s, self._selecting()
+        played = self._play_eval(frames, act, lambda: bool(self.stop), periodic, select)
+        return None if played is None else self._log_eval(frames, time_s, played, state, select)
 
     def evaluate_in_background(self, frames: int, snapshot) -> None:
         if self._eval_thread is not None and self._eval_thread.is_alive():
@@ -362,11 +410,15 @@ class Run:
             )
             return
         (act, state), time_s = snapshot(), self.tracker.elapsed_s
+        select = self._selecting()
 
         def job():
             try:
-                played = self._play_eval(frames, act, self._eval_cancel.is_set, periodic=True)
-                self._eval_result = None if played is None else (frames, time_s, played, state)
+                cancelled = self._eval_cancel.is_set
+                played = self._play_eval(frames, act, cancelled, periodic=True, select=select)
+                self._eval_result = (
+                    None if played is None else (frames, time_s, played, state, select)
+                )
             except Exception as e:  # reported by the main thread
                 self._eval_result = e
 
@@ -408,6 +460,7 @@ class Run:
             "rng": checkpoint.rng_state(),
             "spaces": self.spaces,
             "best_eval": self.best_eval,
+            "best_select": self.best_select,
             "solved": self.solved,
             **state,
         }
@@ -471,4 +524,6 @@ class Run:
 
     def close(self) -> None:
         self.evaluator.close()
+        if self._select_evaluator is not None:
+            self._select_evaluator.close()
         self.tracker.close()

@@ -1,12 +1,13 @@
 """Run tracking: metrics.jsonl (always), Weights & Biases (offline by default), TensorBoard
 event files (`<run>/tb/`, logger.tensorboard), a progress bar.
 
-Metric names are grouped: `train/...`, `losses/...`, `eval/...`, `charts/...`. Every line of
-metrics.jsonl has `frames` (emulator frames so far) and `time_s` (training wall-clock seconds,
-continued across `resume=`). Each line is flushed when written, so a killed run keeps its log.
-A resumed run logs to the same W&B run id as the run it continues (kept in wandb/run_id), and to
-the same TensorBoard stream: its first event purges the steps after the checkpoint's frame, so
-the frames played again are not shown twice.
+Metric names are grouped: `train/...`, `losses/...`, `eval/...` (`eval_select/...`: see
+eval.select_sticky_actions), `charts/...`. Every line of metrics.jsonl has `frames` (emulator
+frames so far) and `time_s` (training wall-clock seconds, continued across `resume=`). Each
+line is flushed when written, so a killed run keeps its log. A resumed run logs to the same
+W&B run id as the run it continues (kept in wandb/run_id), and to the same TensorBoard stream:
+its first event purges the steps after the checkpoint's frame, so the frames played again are
+not shown twice.
 """
 
 from __future__ import annotations
@@ -177,11 +178,18 @@ class Tracker:
         return len(ended)
 
     def evaluation(
-        self, frames: int, returns: list[float], lengths: list[int] | None = None
+        self,
+        frames: int,
+        returns: list[float],
+        lengths: list[int] | None = None,
+        prefix: str = "eval",
     ) -> dict:
-        metrics = {f"eval/{k}": v for k, v in summarize_returns(returns, lengths).items()}
+        """Log an evaluation as <prefix>/return_mean, ...; the progress line and the job's result
+        show the last "eval" one (eval_select/* scores another setting)."""
+        metrics = {f"{prefix}/{k}": v for k, v in summarize_returns(returns, lengths).items()}
         self.last_eval_frames = int(frames)
-        self.last_eval = metrics["eval/return_mean"]
+        if prefix == "eval":
+            self.last_eval = metrics["eval/return_mean"]
         self.log(frames, metrics)
         return metrics
 

@@ -162,6 +162,7 @@ def test_the_default_pong_command_trains_at_025_and_scores_at_0():
     assert (cfg.algo.psi, cfg.algo.gae_lambda, cfg.algo.epochs) == ("gae", 0.95, 2)
     assert cfg.env.sticky_actions == 0.25 and eval_env_config(cfg).sticky_actions == 0.0
     assert cfg.total_frames == 20_000_000 and cfg.eval.average_frames == 2_000_000
+    assert cfg.eval.select_sticky_actions == 0.25  # past a solve: the policy that plays v5 best
     breakout = compose_config(["env=Breakout"])
     assert (breakout.algo.psi, breakout.algo.epochs, breakout.eval.average_frames) == (
         "advantage",
@@ -169,6 +170,7 @@ def test_the_default_pong_command_trains_at_025_and_scores_at_0():
         0,
     )
     assert breakout.env.sticky_actions == 0.0 and eval_env_config(breakout).sticky_actions == 0.0
+    assert breakout.eval.select_sticky_actions is None
     cfg = compose_config(["env.sticky_actions=0.0", "algo.epochs=1", "eval.average_frames=0"])
     assert (cfg.env.sticky_actions, cfg.algo.epochs, cfg.eval.average_frames) == (0.0, 1, 0)
 

@@ -34,6 +34,11 @@ from .conftest import CLI_TIMEOUT_S, FAST
         (["env=Catch", "eval.sticky_actions=0.25"], "eval.sticky_actions is for Atari envs"),
         (["eval.sticky_actions=1.5"], "eval.sticky_actions=1.5 is out of range"),
         (
+            ["env=Catch", "eval.select_sticky_actions=0.25"],
+            "eval.select_sticky_actions is for Atari envs",
+        ),
+        (["eval.select_sticky_actions=-0.5"], "eval.select_sticky_actions=-0.5 is out of range"),
+        (
             ["algo=ddpg", "env=Reach", "eval.average_frames=10000"],
             "eval.average_frames averages the policy of a3c, actor_critic and reinforce",
         ),
@@ -131,10 +136,12 @@ def test_an_a3c_pong_run_from_before_two_passes_resumes_and_loads_as_it_was_trai
 
     old = OmegaConf.to_container(compose_config(["env.sticky_actions=0.0"]), resolve=True)
     del old["algo"]["epochs"], old["eval"]["average_frames"], old["eval"]["sticky_actions"]
+    del old["eval"]["select_sticky_actions"]
     payload = {"config": old}
     for what, overrides in [("resume", ["resume=r"]), ("load", ["mode=eval", "load=r"])]:
         cfg = config_from_checkpoint(payload, compose_config(overrides), overrides, what)
         assert (cfg.algo.epochs, cfg.eval.average_frames, cfg.eval.sticky_actions) == (1, 0, None)
+        assert cfg.eval.select_sticky_actions is None  # its evaluations past a solve as they were
         assert cfg.env.sticky_actions == 0.0
     catch = {"config": OmegaConf.to_container(compose_config(["env=Catch"]), resolve=True)}
     overrides = ["mode=eval", "load=r"]

@@ -293,13 +293,14 @@ def test_a_cap_in_solve_cost_is_the_time_that_cost_takes_at_the_raw_speed(
     assert not r["solved"] and not r.get("stopped")
 
 
-@pytest.mark.parametrize("final", ["last.pt", "average.pt", None])
+@pytest.mark.parametrize("final", ["last.pt", "average.pt", "select.pt", None])
 def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
     tmp_path, monkeypatch, final
 ):
     """eval.frames_past_target: the solve's figures are the solving evaluation's (not the later
     ones), its robustness check plays target.pt, and the final policy is checked too: last.pt, or
-    average.pt where the run evaluates averaged weights (eval.average_frames). A run that stopped
+    average.pt where the run evaluates averaged weights (eval.average_frames), or select.pt where
+    the run chose one (eval.select_sticky_actions; then average.pt as well). A run that stopped
     at its solve (no target.pt; its workers still logged a few frames past it) has no final
     policy apart from its solving one, best.pt."""
     from pixelrl import raw_speed, solve_bench
@@ -312,17 +313,21 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
             load = Path(next(a for a in args if a.startswith("load=")).split("=", 1)[1])
             loaded.append(load.name)
             assert "eval.episodes=30" in args  # 10 games swing by 1-2 points
-            score = {"target.pt": 12.0, "best.pt": 12.0, final: 16.0}[load.name]
-            return 0, json.dumps({"return_mean": score}) + "\n", "", False
+            scores = {"target.pt": 12.0, "best.pt": 12.0, "average.pt": 15.0, final: 16.0}
+            return 0, json.dumps({"return_mean": scores[load.name]}) + "\n", "", False
         (run_dir / "checkpoints").mkdir(parents=True)
         kept = {"best.pt", "last.pt", "target.pt", final} if final else {"best.pt", "last.pt"}
+        if final == "select.pt":
+            kept.add("average.pt")
         for name in kept:
             (run_dir / "checkpoints" / name).write_bytes(b"")
+        later = "eval_select" if final == "select.pt" else "eval"  # past the solve
         rows = [
             {"frames": 500, "time_s": 1.0, "eval/return_mean": 18.5},
             {"frames": 500, "time_s": 1.0, "eval/target_minutes": 0.5, "eval/target_frames": 500},
-            {"frames": 700, "time_s": 1.5, "eval/return_mean": 20.0},
-            {"frames": 900, "time_s": 2.0, "eval/return_mean": 19.0},
+            {"frames": 700, "time_s": 1.5, f"{later}/return_mean": 20.0},
+            {"frames": 800, "time_s": 1.7, f"{later}/return_mean": 20.0},
+            {"frames": 900, "time_s": 2.0, f"{later}/return_mean": 19.0},
         ]
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return 0, "", "", False
@@ -338,9 +343,19 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
         assert loaded == ["best.pt"] and "final_frames" not in r
         assert "eval_sticky_025_final" not in r and "final policy" not in solve_bench.format_seed(r)
         return
-    assert loaded == ["target.pt", final]
     assert r["eval_sticky_025"] == 12.0 and r["eval_sticky_025_final"] == 16.0
-    assert r["final_frames"] == 900 and r["eval_sticky_0_final"] == 19.0
+    assert r["final_frames"] == 900
+    if final == "select.pt":  # chosen by the first of its best evaluations past the solve
+        assert loaded == ["target.pt", "select.pt", "average.pt"]
+        assert r["select_evals"] == [(700, 20.0), (800, 20.0), (900, 19.0)]
+        assert (r["select_frames"], r["select_eval"]) == (700, 20.0)
+        assert r["eval_sticky_0_final"] is None and r["eval_sticky_025_average"] == 15.0
+        line = "final policy at 0.0M: select.pt from 0.0M (chose 20.0) sticky 0.25: 16.0, "
+        line += "average.pt: 15.0"
+        assert line in solve_bench.format_seed(r)
+        return
+    assert loaded == ["target.pt", final] and "select_frames" not in r
+    assert r["eval_sticky_0_final"] == 19.0
     assert "final policy at 0.0M: eval 19.0 sticky 0.25: 16.0" in solve_bench.format_seed(r)
 
 

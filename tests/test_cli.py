@@ -400,6 +400,38 @@ def test_frames_past_target_trains_on_after_the_solve_and_keeps_the_solving_poli
     assert checkpoint.load(ckpts / "last.pt")["frames"] >= at + 9000
 
 
+def test_select_sticky_actions_scores_the_policies_past_the_solve_and_keeps_their_best(
+    cli, tmp_path
+):
+    """eval.select_sticky_actions on Pong (a game never ends below -21: the first evaluation
+    solves): from the solve on, evaluations play at sticky actions 0.25 on games of their own, are
+    logged as eval_select/*, and the first best of them is kept as select.pt; best.pt keeps the
+    solve (evaluations at another setting are not comparable), and last.pt remembers the best.
+    A3C, the default's path (averaged weights evaluated in a background thread); the others
+    evaluate in the loop, through the same Run.evaluate."""
+    args = ["algo=a3c", "env=Pong", "algo.num_workers=1", "algo.num_envs=1"]
+    args += ["total_frames=2000000", "eval.every_frames=3000", "eval.episodes=1"]
+    args += ["eval.num_envs=1", "eval.target_return=-21", "eval.frames_past_target=6000"]
+    args += ["eval.select_sticky_actions=0.25", "checkpoint.every_frames=0"]
+    proc = cli(*args, "hydra.run.dir=.", *FAST, check=True)
+    rows = metrics(tmp_path)
+    at = next(r["eval/target_frames"] for r in rows if "eval/target_frames" in r)
+    assert [r["frames"] for r in rows if "eval/return_mean" in r] == [at]  # only the solve
+    chose = [r for r in rows if "eval_select/return_mean" in r]
+    assert len(chose) >= 2 and all(r["frames"] > at for r in chose)
+    assert all(r["eval_select/episodes"] == 1 for r in chose)
+    assert chose[-1]["frames"] >= at + 6000  # the last one scores the final policy
+    assert "at sticky actions 0.25 (eval.select_sticky_actions)" in proc.stdout + proc.stderr
+    best = max(r["eval_select/return_mean"] for r in chose)
+    first = next(r for r in chose if r["eval_select/return_mean"] == best)
+    ckpts = tmp_path / "checkpoints"
+    select = checkpoint.load(ckpts / "select.pt")
+    assert select["frames"] == first["frames"]
+    assert select["eval"]["eval_select/return_mean"] == best
+    assert checkpoint.load(ckpts / "best.pt")["frames"] == at
+    assert checkpoint.load(ckpts / "last.pt")["best_select"] == best
+
+
 def test_a_resumed_run_remembers_its_solve(cli, tmp_path):
     """A run that stopped at its target, resumed: as it was, there is nothing left to train; with
     eval.frames_past_target it trains on past the first solve (not a second one), and the

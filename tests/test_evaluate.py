@@ -97,3 +97,27 @@ def test_a_random_policy_on_pong_gives_up_long_before_a_game_ends():
     # several copies may concede on one step, so the bound lies just under 18
     assert isinstance(gave_up, GaveUp) and 18 - 4 / 4 <= gave_up.bound < 18
     assert gave_up.episodes == 0 and gave_up.steps < 800  # a random game lasts ~800 steps
+
+
+def test_the_evaluator_that_chooses_select_pt_plays_its_own_setting_and_games(
+    tmp_path, monkeypatch
+):
+    """eval.select_sticky_actions: past the solve, Run evaluates with an Evaluator at that
+    setting whose games start from other seeds than those of the run's evaluations and of a
+    later `mode=eval` (which reports the chosen policy on games it was not chosen on)."""
+    from pixelrl import compose_config, evaluate
+
+    seeds = []
+
+    class Recorded(ScriptedEnv):
+        def reset(self, seed=None):
+            seeds.append(seed)
+            return super().reset(seed)
+
+    monkeypatch.setattr(evaluate, "make_vector_env", lambda *a, **k: Recorded([[[1.0]]]))
+    cfg = compose_config(["env=Pong", "seed=3"])
+    plain = evaluate.Evaluator(cfg, tmp_path)
+    select = evaluate.Evaluator(cfg, tmp_path, sticky=0.25, seed_offset=evaluate.SELECT_SEED_OFFSET)
+    assert (plain.env_cfg.sticky_actions, select.env_cfg.sticky_actions) == (0.0, 0.25)
+    assert plain.evaluate(_act, episodes=1) == select.evaluate(_act, episodes=1) == ([1.0], [3])
+    assert seeds == [3 + evaluate.EVAL_SEED_OFFSET, 3 + evaluate.SELECT_SEED_OFFSET]
