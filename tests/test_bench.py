@@ -299,8 +299,8 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
 ):
     """eval.frames_past_target: the solve's figures are the solving evaluation's (not the later
     ones), its robustness check plays target.pt, and the final policy is checked too: last.pt, or
-    average.pt where the run evaluates averaged weights (eval.average_frames), or select.pt where
-    the run chose one (eval.select_sticky_actions; then average.pt as well). A run that stopped
+    average.pt where the run evaluates averaged weights (eval.average_frames); and select.pt
+    where the run chose one (eval.select_sticky_actions; beside average.pt). A run that stopped
     at its solve (no target.pt; its workers still logged a few frames past it) has no final
     policy apart from its solving one, best.pt."""
     from pixelrl import raw_speed, solve_bench
@@ -313,7 +313,8 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
             load = Path(next(a for a in args if a.startswith("load=")).split("=", 1)[1])
             loaded.append(load.name)
             assert "eval.episodes=30" in args  # 10 games swing by 1-2 points
-            scores = {"target.pt": 12.0, "best.pt": 12.0, "average.pt": 15.0, final: 16.0}
+            scores = {"target.pt": 12.0, "best.pt": 12.0, "average.pt": 16.0, final: 16.0}
+            scores["select.pt"] = 15.0
             return 0, json.dumps({"return_mean": scores[load.name]}) + "\n", "", False
         (run_dir / "checkpoints").mkdir(parents=True)
         kept = {"best.pt", "last.pt", "target.pt", final} if final else {"best.pt", "last.pt"}
@@ -346,12 +347,13 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
     assert r["eval_sticky_025"] == 12.0 and r["eval_sticky_025_final"] == 16.0
     assert r["final_frames"] == 900
     if final == "select.pt":  # chosen by the first of its best evaluations past the solve
-        assert loaded == ["target.pt", "select.pt", "average.pt"]
+        assert loaded == ["target.pt", "average.pt", "select.pt"]
         assert r["select_evals"] == [(700, 20.0), (800, 20.0), (900, 19.0)]
         assert (r["select_frames"], r["select_eval"]) == (700, 20.0)
-        assert r["eval_sticky_0_final"] is None and r["eval_sticky_025_average"] == 15.0
-        line = "final policy at 0.0M: select.pt from 0.0M (chose 20.0) sticky 0.25: 16.0, "
-        line += "average.pt: 15.0"
+        assert r["eval_sticky_0_final"] is None and r["eval_sticky_025_select"] == 15.0
+        assert r["robustness_final"]["checkpoint"].endswith("average.pt")
+        line = "final policy at 0.0M: sticky 0.25: 16.0 | select.pt from 0.0M (chose 20.0) "
+        line += "sticky 0.25: 15.0"
         assert line in solve_bench.format_seed(r)
         return
     assert loaded == ["target.pt", final] and "select_frames" not in r
