@@ -332,7 +332,7 @@ class Run:
         a new best mean return writes checkpoints/best.pt with that policy's `state()` (with
         `select`, eval_select/* and select.pt instead)."""
         if select:
-            return self._log_select(frames, time_s, played, state)
+            return self._record_eval(frames, time_s, played, state, select=True)[0]
         if isinstance(played, GaveUp):
             # eval/steps: agent steps each env copy played before it stopped (what it cost)
             self.tracker.log(
@@ -344,20 +344,8 @@ class Run:
                 f"{played.bound:.2f} < {self.cfg.eval.target_return:g} (eval.max_return)"
             )
             return None
-        returns, lengths, video = played
-        metrics = self.tracker.evaluation(frames, returns, lengths)
+        metrics, payload = self._record_eval(frames, time_s, played, state, select=False)
         mean = metrics["eval/return_mean"]
-        self.tracker.message(
-            f"eval @ {frames:,} frames: return {mean:.2f} "
-            f"± {metrics['eval/return_std']:.2f} over {len(returns)} episodes"
-        )
-        if video is not None:
-            self.tracker.video(frames, video)
-        payload = None
-        if self.best_eval is None or mean > self.best_eval:
-            self.best_eval = mean
-            payload = {**state(), "eval": metrics, "eval_time_s": time_s}
-            self.save(frames, payload, self.best_path)
         target = self.cfg.eval.target_return
         if target is not None and self.solved is None and mean >= target:
             self.solved = {"frames": frames, "time_s": time_s, "return_mean": mean}
@@ -377,23 +365,38 @@ class Run:
                 self.save(frames, payload, self.target_path)
         return metrics
 
-    def _log_select(self, frames: int, time_s: float, played, state) -> dict:
-        """An evaluation past the solve at eval.select_sticky_actions: its best keeps select.pt."""
+    def _record_eval(
+        self, frames: int, time_s: float, played, state, select: bool
+    ) -> tuple[dict, dict | None]:
+        """Log one played evaluation (metrics, message, video); a new best mean of its kind is
+        saved, to best.pt, or with `select` (eval.select_sticky_actions) to select.pt. Returns
+        the metrics and the payload saved (None: no new best)."""
         returns, lengths, video = played
-        metrics = self.tracker.evaluation(frames, returns, lengths, prefix="eval_select")
-        mean = metrics["eval_select/return_mean"]
-        sticky = self.cfg.eval.select_sticky_actions
+        prefix = "eval_select" if select else "eval"
+        metrics = self.tracker.evaluation(frames, returns, lengths, prefix=prefix)
+        mean = metrics[f"{prefix}/return_mean"]
+        setting = (
+            f" at sticky actions {self.cfg.eval.select_sticky_actions:g} "
+            "(eval.select_sticky_actions)"
+            if select
+            else ""
+        )
         self.tracker.message(
-            f"eval @ {frames:,} frames at sticky actions {sticky:g} (eval.select_sticky_actions): "
-            f"return {mean:.2f} ± {metrics['eval_select/return_std']:.2f} over {len(returns)} "
-            "episodes"
+            f"eval @ {frames:,} frames{setting}: return {mean:.2f} "
+            f"± {metrics[f'{prefix}/return_std']:.2f} over {len(returns)} episodes"
         )
         if video is not None:
             self.tracker.video(frames, video)
-        if self.best_select is None or mean > self.best_select:
+        best = self.best_select if select else self.best_eval
+        if best is not None and mean <= best:
+            return metrics, None
+        payload = {**state(), "eval": metrics, "eval_time_s": time_s}
+        if select:
             self.best_select = mean
-            self.save(frames, {**state(), "eval": metrics, "eval_time_s": time_s}, self.select_path)
-        return metrics
+        else:
+            self.best_eval = mean
+        self.save(frames, payload, self.select_path if select else self.best_path)
+        return metrics, payload
 
     def evaluate(
         self, frames: int, act: Callable[[np.ndarray], np.ndarray], state, periodic: bool = False
