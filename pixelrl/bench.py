@@ -438,6 +438,17 @@ def format_ab(r: dict) -> str:
     )
 
 
+def machine_line(info: dict) -> str:
+    """The header every benchmark prints: what its figures were measured on."""
+    gpu = f" ({info['gpu']})" if "gpu" in info else ""
+    precision = f" | precision=auto: {info['auto_precision']}" if "auto_precision" in info else ""
+    return (
+        f"pixelrl.bench | {info['cpu']} | {info['cpus']} CPUs | torch {info['torch']} "
+        f"({info['torch_threads']} threads) | device {info['device']}{gpu}{precision} "
+        f"| commit {info.get('commit', '?')}"
+    )
+
+
 def solve_device(args: str, device: str) -> tuple[str, str]:
     """The time-to-solve runs' device: a device= override in args= wins over device=; a device=
     other than the default cpu joins the runs' overrides. Returns (args, device)."""
@@ -472,10 +483,7 @@ def solve_main(name: str, opts: dict) -> int:
         earlier = old["seeds"]
     args, device = solve_device(opts["args"], opts["device"])
     info = machine_info(device)
-    gpu = f" | {info['gpu']}" if "gpu" in info else ""
-    print(
-        f"pixelrl.bench | {info['cpu']} | {info['cpus']} CPUs | torch {info['torch']}{gpu} | commit {info.get('commit', '?')}"
-    )
+    print(machine_line(info))
     try:
         result = solve_bench.run(
             name, seeds, minutes, raw_seconds, args, out.with_suffix(""), earlier, cost
@@ -585,10 +593,7 @@ def _run(opts: dict[str, str]) -> int:
             _check_command(name, [*BENCHES[name].args, *extra, *change])
     device = opts["device"]
     info = machine_info(device)
-    print(
-        f"pixelrl.bench | {info['cpu']} | {info['cpus']} CPUs | torch {info['torch']} ({info['torch_threads']} threads) | "
-        f"device {device}{' (' + info['gpu'] + ')' if 'gpu' in info else ''} | commit {info.get('commit', '?')}"
-    )
+    print(machine_line(info))
     if change:
         print(
             f"each benchmark: {rounds} round(s) of the raw env with random actions, then {seconds:g}s "

@@ -28,6 +28,23 @@ def cpu_model() -> str:
     return name
 
 
+# the CPU features that decide which matmul path a run takes (pixelrl.device.use_bf16)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Which of ISA_FLAGS this CPU reports (Linux: /proc/cpuinfo; elsewhere none are listed)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in ISA_FLAGS if f in have]
+    return []
+
+
 def commit() -> str | None:
     """The code's git commit, `+uncommitted` when the work tree differs (None outside git)."""
 
@@ -58,8 +75,12 @@ def let_openmp_threads_sleep() -> None:
 def machine_info(device: str) -> dict:
     import torch
 
+    from pixelrl.device import resolve_device, use_bf16
+    from pixelrl.errors import ConfigError
+
     info = {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -68,6 +89,10 @@ def machine_info(device: str) -> dict:
         "platform": platform.platform(),
         "device": device,
     }
+    try:  # the path algo.precision=auto takes for a conv net here: bf16 where native, else fp32
+        info["auto_precision"] = "bf16" if use_bf16("auto", resolve_device(device)) else "fp32"
+    except ConfigError:  # a device this machine lacks: the run itself says so
+        pass
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     head = commit()

@@ -10,6 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pixelrl.device import cpu_multiplies_bf16
+from pixelrl.machine import ISA_FLAGS
+
 from .conftest import kill_tree
 
 
@@ -34,7 +37,12 @@ def test_bench_catch_prints_ratio_and_json(tmp_path):
         and r["baseline"]["frames_per_s"] > 0
     )
     assert abs(r["ratio"] - r["train"]["frames_per_s"] / r["baseline"]["frames_per_s"]) < 1e-9
-    assert data["machine"]["cpus"] >= 1
+    machine = data["machine"]
+    assert machine["cpus"] >= 1
+    # the matmul path a run takes here, named beside the figures (in the header and the JSON)
+    assert machine["auto_precision"] == ("bf16" if cpu_multiplies_bf16() else "fp32")
+    assert f"precision=auto: {machine['auto_precision']}" in proc.stdout
+    assert set(machine["cpu_flags"]) <= set(ISA_FLAGS)
 
 
 def test_bench_rejects_unknown_benchmark():
