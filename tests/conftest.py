@@ -11,7 +11,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-import torch
+
+from pixelrl.machine import let_openmp_threads_sleep
+
+# The suite's own process runs torch too: its OpenMP threads must sleep while they wait, as the
+# CLI's do, or on a busy machine they spin on the cores the tests need (2 cores, an A3C run
+# beside it: three DDPG update tests took 126 s, with this 24 s). Set before torch loads.
+let_openmp_threads_sleep()
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,8 +31,9 @@ FAST = [
 ]
 
 
-# a hang guard, not a speed check: DDPG's Reach runs take ~30 s alone on 2 cores but went past
-# 240 s with three test suites sharing the 2 cores (2026-12-03, AMD EPYC)
+# a hang guard, not a speed check: DDPG's Reach runs took ~30 s alone on 2 cores but went past
+# 240 s with three test suites sharing the 2 cores (2026-12-03, AMD EPYC): threads spinning on
+# the shared cores, and since 2026-12-06 those runs take one thread
 CLI_TIMEOUT_S = 600
 
 
