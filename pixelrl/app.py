@@ -23,7 +23,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pixelrl import algos, checkpoint, envs
 from pixelrl.config import register_configs, validate
-from pixelrl.device import check_spec, describe, keep_freed_memory, resolve_device
+from pixelrl.device import (
+    check_spec,
+    cpu_multiplies_bf16,
+    describe,
+    keep_freed_memory,
+    resolve_device,
+)
 from pixelrl.errors import CheckpointError, ConfigError, TrainingError
 from pixelrl.run import Run, past_solve, seed_everything, solve_from_checkpoint
 from pixelrl.tracking import check_wandb, summarize_returns
@@ -392,6 +398,12 @@ def _train_locked(cfg, run_dir: Path, resume, where: str, group, job_name) -> Jo
         f"pixelrl: {start} {cfg.algo.name} on {cfg.env.name} for {cfg.total_frames:,} frames | "
         f"device {describe(device)} | run dir {run_dir} ({where})"
     )
+    if cfg.algo.get("precision") == "bf16" and device.type == "cpu" and not cpu_multiplies_bf16():
+        run.tracker.message(
+            "algo.precision=bf16: this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated, "
+            "slower than fp32 (precision=auto takes fp32 here); on a busy machine its threads "
+            "spin (DDPG: 13x the CPU time), torch_threads=1 avoids that"
+        )
     if run.tracker.replayed_rows:
         run.tracker.message(
             f"metrics.jsonl: {run.tracker.replayed_rows} rows logged after the checkpoint were "
