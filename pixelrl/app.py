@@ -402,7 +402,7 @@ def _train_locked(cfg, run_dir: Path, resume, where: str, group, job_name) -> Jo
         run.tracker.message(
             "algo.precision=bf16: this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated, "
             "slower than fp32 (precision=auto takes fp32 here); on a busy machine its threads "
-            "spin (DDPG: 13x the CPU time), torch_threads=1 avoids that"
+            "spin (DDPG: 13x the time), torch_threads=1 avoids that"
         )
     if run.tracker.replayed_rows:
         run.tracker.message(
