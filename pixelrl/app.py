@@ -538,7 +538,7 @@ def load_agent(path: str, device: str = "cpu") -> Agent:
 def evaluate_checkpoint(
     cfg: DictConfig, run_dir: Path, overrides: list[str], watch: bool
 ) -> JobResult:
-    from pixelrl.evaluate import Evaluator
+    from pixelrl.evaluate import Evaluator, stalled_note
 
     payload = checkpoint.load(cfg.load)
     cfg = config_from_checkpoint(payload, cfg, overrides, "load")
@@ -549,6 +549,7 @@ def evaluate_checkpoint(
     agent = build_agent(payload, cfg, device)
     evaluator = Evaluator(cfg, run_dir)
     try:
+        stalled = 0
         if watch:
             returns, lengths = [], []
             for i in range(cfg.eval.episodes):
@@ -557,10 +558,17 @@ def evaluate_checkpoint(
                 lengths.append(length)
                 print(path.resolve() if path else "(no frames recorded)", flush=True)
         else:
-            returns, lengths = evaluator.evaluate(agent.act)
+            returns, lengths, stalled = evaluator.evaluate(agent.act)
     finally:
         evaluator.close()
-    result = summarize_returns(returns)
+    result = {**summarize_returns(returns), "stalled": stalled}
+    if stalled:
+        print(
+            f"eval: {len(returns)} episodes"
+            + stalled_note(stalled, cfg.eval.max_steps_without_reward),
+            file=sys.stderr,
+            flush=True,
+        )
     with open(run_dir / "eval.json", "w") as f:
         json.dump(
             {**result, "returns": returns, "lengths": lengths, "checkpoint": str(cfg.load)},

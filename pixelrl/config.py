@@ -97,6 +97,11 @@ class EvalConfig:
     # weights over its last average_frames of training, copies window/4 apart (pixelrl/averaging.py);
     # 0: the weights as they are. A3C Pong at 0.25: a policy at 1.8 became 15.2 (BENCHMARKS.md)
     average_frames: int = bounded(0, ge=0)
+    # an evaluation episode that goes this many agent steps without a nonzero reward ends there,
+    # scored as it stands (null: only the env's time limit ends it, the standard protocol). For
+    # greedy play at sticky actions 0 that falls into endless rallies: faster, but points can
+    # still come after long quiet stretches, so the score is not the standard one (BENCHMARKS.md)
+    max_steps_without_reward: int | None = bounded(None, gt=0)
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,6 +62,25 @@ class Hopeless:
         return best / max(1, len(returns) + int(np.sum(left)))
 
 
+class Played(NamedTuple):
+    """A finished evaluation: raw returns and lengths, one per episode, and how many of those
+    episodes ended early for want of any reward (eval.max_steps_without_reward)."""
+
+    returns: list[float]
+    lengths: list[int]
+    stalled: int = 0
+
+
+def stalled_note(stalled: int, max_quiet: int | None) -> str:
+    """What a message about an evaluation adds when episodes ended for want of a reward."""
+    if not stalled:
+        return ""
+    return (
+        f" ({stalled} ended after {max_quiet:,} agent steps without a reward, scored as they "
+        "stood: eval.max_steps_without_reward)"
+    )
+
+
 def play(
     act: ActFn,
     env,
@@ -68,17 +88,28 @@ def play(
     seed: int | None,
     cancelled: Callable[[], bool] = _never,
     hopeless: Hopeless | None = None,
-) -> tuple[list[float], list[int]] | GaveUp | None:
+    max_quiet: int | None = None,
+) -> Played | GaveUp | None:
     """Play exactly `episodes` episodes, spread evenly over the env's copies (taking the first
     finishers instead would favour short episodes). Returns raw returns and lengths, or None
     once `cancelled()` is true (looked at every step: a stop never waits for whole games), or,
-    with `hopeless`, GaveUp as soon as the mean can no longer reach its target."""
+    with `hopeless`, GaveUp as soon as the mean can no longer reach its target.
+
+    `max_quiet`: an episode that goes that many agent steps without a nonzero reward ends there
+    with the return it has (its copy starts its next one; the env must take gymnasium's
+    `reset_mask`). Greedy play with no sticky actions can fall into rallies that go on for
+    thousands of steps, up to the time limit (Pong: 27,000 agent steps): that ends them sooner,
+    though a point that would still have come is then not counted."""
     n = env.num_envs
     quota = np.array([episodes // n + (1 if i < episodes % n else 0) for i in range(n)])
     done = np.zeros(n, np.int64)
     conceded = np.zeros(n)  # the negative rewards of each copy's current episode
+    running = np.zeros(n)  # ... all its rewards
+    length = np.zeros(n, np.int64)  # ... its agent steps
+    quiet = np.zeros(n, np.int64)  # ... its agent steps since the last nonzero reward
     returns: list[float] = []
     lengths: list[int] = []
+    stalled = 0
     obs, _ = env.reset(seed=seed)
     steps = 0
     while (done < quota).any():
@@ -86,19 +117,34 @@ def play(
             return None
         obs, reward, _, _, info = env.step(act(obs))
         steps += 1
-        conceded += np.minimum(np.asarray(reward, np.float64), 0.0)
-        if "_episode" in info:
-            for i in np.flatnonzero(info["_episode"]):
-                if done[i] < quota[i]:
-                    returns.append(float(info["episode"]["r"][i]))
-                    lengths.append(int(info["episode"]["l"][i]))
+        reward = np.asarray(reward, np.float64)
+        conceded += np.minimum(reward, 0.0)
+        running += reward
+        length += 1
+        quiet = np.where(reward != 0, 0, quiet + 1)
+        ended = np.asarray(info["_episode"], bool) if "_episode" in info else np.zeros(n, bool)
+        for i in np.flatnonzero(ended):
+            if done[i] < quota[i]:
+                returns.append(float(info["episode"]["r"][i]))
+                lengths.append(int(info["episode"]["l"][i]))
+            done[i] += 1
+        if max_quiet is not None:
+            stuck = (quiet >= max_quiet) & ~ended & (done < quota)
+            for i in np.flatnonzero(stuck):
+                returns.append(float(running[i]))
+                lengths.append(int(length[i]))
                 done[i] += 1
-                conceded[i] = 0.0
+                stalled += 1
+            restart = stuck & (done < quota)
+            if restart.any():
+                obs, _ = env.reset(options={"reset_mask": restart})
+            ended |= stuck
+        conceded[ended] = running[ended] = length[ended] = quiet[ended] = 0
         if hopeless is not None:
             bound = hopeless.bound(returns, conceded, np.maximum(quota - done, 0))
             if bound < hopeless.target:
                 return GaveUp(bound, len(returns), steps)
-    return returns, lengths
+    return Played(returns, lengths, stalled)
 
 
 def record(
@@ -109,15 +155,16 @@ def record(
     max_steps: int | None,
     seed: int | None,
     cancelled: Callable[[], bool] = _never,
+    max_quiet: int | None = None,
 ) -> tuple[Path | None, float, int]:
     """Record one episode of a 1-env rendering env, stopping early after max_steps agent steps
-    (None: the whole episode) or when `cancelled()`. Returns the mp4 path, the (raw) return and
-    the length."""
+    (None: the whole episode), after `max_quiet` steps without a reward (as `play`), or when
+    `cancelled()`. Returns the mp4 path, the (raw) return and the length."""
     recorder = VideoRecorder(fps)
     recorder.init(path)
     obs, _ = env.reset(seed=seed)
     recorder.record(env.call("render")[0])
-    total, steps = 0.0, 0
+    total, steps, quiet = 0.0, 0, 0
     while (max_steps is None or steps < max_steps) and not cancelled():
         obs, reward, _, _, info = env.step(act(obs))
         steps += 1
@@ -126,6 +173,9 @@ def record(
             break
         total += float(reward[0])
         recorder.record(env.call("render")[0])
+        quiet = 0 if reward[0] != 0 else quiet + 1
+        if max_quiet is not None and quiet >= max_quiet:
+            break
     return recorder.save(), total, steps
 
 
@@ -157,7 +207,7 @@ class Evaluator:
         episodes: int | None = None,
         cancelled: Callable[[], bool] = _never,
         may_give_up: bool = False,
-    ) -> tuple[list[float], list[int]] | GaveUp | None:
+    ) -> Played | GaveUp | None:
         """`may_give_up`: stop once eval.target_return is out of reach (needs eval.max_return)."""
         episodes = episodes or self.cfg.eval.episodes
         if self._env is None:
@@ -168,7 +218,11 @@ class Evaluator:
         if may_give_up and e.target_return is not None and e.get("max_return") is not None:
             hopeless = Hopeless(float(e.target_return), float(e.max_return))
         seed = self.cfg.seed + self.seed_offset
-        return play(act, self._env, episodes, seed, cancelled, hopeless)
+        return play(act, self._env, episodes, seed, cancelled, hopeless, self.max_quiet)
+
+    @property
+    def max_quiet(self) -> int | None:
+        return self.cfg.eval.get("max_steps_without_reward")
 
     def video(
         self, act: ActFn, name: str, seed_offset: int = 0, cancelled: Callable[[], bool] = _never
@@ -186,7 +240,7 @@ class Evaluator:
         fps = self.cfg.video.fps or self._video_env.video_fps
         seed = self.cfg.seed + self.seed_offset + seed_offset
         path = self.video_dir / f"{name}.mp4"
-        return record(act, self._video_env, path, fps, max_steps, seed, cancelled)
+        return record(act, self._video_env, path, fps, max_steps, seed, cancelled, self.max_quiet)
 
     def close(self) -> None:
         for env in (self._env, self._video_env):

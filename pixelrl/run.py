@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pixelrl import checkpoint
 from pixelrl.averaging import WeightAverage
 from pixelrl.errors import TrainingError
-from pixelrl.evaluate import SELECT_SEED_OFFSET, Evaluator, GaveUp, act_fn
+from pixelrl.evaluate import SELECT_SEED_OFFSET, Evaluator, GaveUp, act_fn, stalled_note
 from pixelrl.tracking import Tracker
 
 
@@ -295,7 +295,7 @@ class Run:
 
     def _play_eval(
         self, frames: int, act, cancelled, periodic: bool, select: bool = False
-    ) -> tuple[list[float], list[int], Path | None] | GaveUp | None:
+    ) -> tuple[list[float], list[int], int, Path | None] | GaveUp | None:
         """The evaluation's episodes and video; None if `cancelled()` turned true meanwhile;
         GaveUp if a periodic one could no longer reach eval.target_return (eval.max_return).
         `select`: one of the evaluations that choose select.pt (`_selecting()`)."""
@@ -371,9 +371,9 @@ class Run:
         """Log one played evaluation (metrics, message, video); a new best mean of its kind is
         saved, to best.pt, or with `select` (eval.select_sticky_actions) to select.pt. Returns
         the metrics and the payload saved (None: no new best)."""
-        returns, lengths, video = played
+        returns, lengths, stalled, video = played
         prefix = "eval_select" if select else "eval"
-        metrics = self.tracker.evaluation(frames, returns, lengths, prefix=prefix)
+        metrics = self.tracker.evaluation(frames, returns, lengths, prefix, stalled)
         mean = metrics[f"{prefix}/return_mean"]
         setting = (
             f" at sticky actions {self.cfg.eval.select_sticky_actions:g} "
@@ -384,6 +384,7 @@ class Run:
         self.tracker.message(
             f"eval @ {frames:,} frames{setting}: return {mean:.2f} "
             f"± {metrics[f'{prefix}/return_std']:.2f} over {len(returns)} episodes"
+            + stalled_note(stalled, self.cfg.eval.max_steps_without_reward)
         )
         if video is not None:
             self.tracker.video(frames, video)

@@ -183,10 +183,14 @@ class Tracker:
         returns: list[float],
         lengths: list[int] | None = None,
         prefix: str = "eval",
+        stalled: int = 0,
     ) -> dict:
-        """Log an evaluation as <prefix>/return_mean, ...; the progress line and the job's result
-        show the last "eval" one (eval_select/* scores another setting)."""
+        """Log an evaluation as <prefix>/return_mean, ... (and <prefix>/stalled: episodes that
+        eval.max_steps_without_reward ended, where any did); the progress line and the job's
+        result show the last "eval" one (eval_select/* scores another setting)."""
         metrics = {f"{prefix}/{k}": v for k, v in summarize_returns(returns, lengths).items()}
+        if stalled:
+            metrics[f"{prefix}/stalled"] = stalled
         self.last_eval_frames = int(frames)
         if prefix == "eval":
             self.last_eval = metrics["eval/return_mean"]

@@ -1,5 +1,6 @@
 """The real CLI, end to end, with tiny budgets."""
 
+import json
 import os
 import signal
 import time
@@ -167,8 +168,9 @@ def test_eval_and_watch_from_checkpoint(pong_run, cli):
         check=True,
     )
     result = last_json_line(proc.stdout)
-    assert set(result) == {"return_mean", "return_std", "episodes"}
+    assert set(result) == {"return_mean", "return_std", "episodes", "stalled"}
     assert result["episodes"] == 2 and -21 <= result["return_mean"] <= 21
+    assert result["stalled"] == 0  # an untrained agent concedes points: no game goes quiet
     proc = cli(
         "mode=watch",
         f"load={run_dir}/checkpoints/last.pt",
@@ -183,6 +185,47 @@ def test_eval_and_watch_from_checkpoint(pong_run, cli):
     assert len(paths) == 1
     video = read_video(paths[0])
     assert len(video) > 100  # a whole Pong game
+
+
+def test_an_evaluation_ends_games_that_go_without_a_reward(pong_run, cli, tmp_path):
+    """eval.max_steps_without_reward: no Pong point comes in the first step of a game, so at 1
+    each game ends after one step, 0-0, and its copy of the env starts the next (3 games on 2
+    copies: one copy restarts); the result and eval.json say how many ended so."""
+    _, run_dir, _ = pong_run
+    proc = cli(
+        "mode=eval",
+        f"load={run_dir}",
+        "eval.episodes=3",
+        "eval.num_envs=2",
+        "eval.max_steps_without_reward=1",
+        *FAST,
+        "hydra.run.dir=ev",
+        check=True,
+    )
+    assert last_json_line(proc.stdout)["stalled"] == 3
+    saved = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert (saved["returns"], saved["lengths"], saved["stalled"]) == ([0.0] * 3, [1] * 3, 3)
+    assert "3 ended after 1 agent steps without a reward" in proc.stderr
+    assert "eval.max_steps_without_reward" in proc.stderr
+
+
+def test_a_run_logs_the_evaluation_games_that_went_without_a_reward(cli, tmp_path):
+    proc = cli(
+        "algo=actor_critic",
+        "env=Catch",
+        "total_frames=320",
+        "eval.every_frames=160",
+        "eval.episodes=4",
+        "eval.num_envs=2",
+        "eval.max_steps_without_reward=1",
+        *FAST,
+        "hydra.run.dir=run",
+        check=True,
+    )
+    evals = [r for r in metrics(tmp_path / "run") if "eval/return_mean" in r]
+    # a Catch game pays only when the ball lands: at 1, every game ends after its first step
+    assert evals and all(r["eval/stalled"] == 4 and r["eval/return_mean"] == 0 for r in evals)
+    assert "4 ended after 1 agent steps without a reward" in proc.stdout + proc.stderr
 
 
 def test_resume_continues_frame_count(pong_run, cli):

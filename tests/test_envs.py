@@ -84,6 +84,34 @@ def test_backends_shape_dtype_and_episode_info(backend):
     assert all(-21 <= x <= -15 for x in returns)
 
 
+@pytest.mark.parametrize("backend", ["sync", "procs", "ale_vector", "async"])
+def test_a_partial_reset_restarts_only_the_masked_copy(backend):
+    """options={"reset_mask": m} (what an evaluation uses to end a game stuck without points)
+    starts the masked copies' episodes over and leaves the others' games and episode counts."""
+    cfg = atari_cfg(noop_max=0)  # sticky 0, no no-ops: a game of NOOPs plays the same every time
+    env = make_vector_env(cfg, 2, mode=EVAL, backend=backend)
+    try:
+        start, _ = env.reset(seed=0)
+        noop = np.zeros(2, np.int64)
+        for _ in range(60):
+            before, *_ = env.step(noop)
+        obs, _ = env.reset(options={"reset_mask": np.array([True, False])})
+        np.testing.assert_array_equal(obs[0], start[0])
+        np.testing.assert_array_equal(obs[1], before[1])
+        ends = {}
+        for t in range(1, 5000):
+            _, _, _, _, info = env.step(noop)
+            for i in np.flatnonzero(info.get("_episode", [])):
+                ends.setdefault(int(i), (t, info["episode"]["r"][i], info["episode"]["l"][i]))
+            if len(ends) == 2:
+                break
+    finally:
+        env.close()
+    # copy 1 played one game straight through; copy 0 the same game, started 60 steps later
+    (t0, r0, l0), (t1, r1, l1) = ends[0], ends[1]
+    assert r0 == r1 == -21 and l0 == l1 == t1 + 60 and t0 == t1 + 60
+
+
 def test_episodic_life_and_raw_returns_on_breakout():
     """Train mode: a lost life terminates for the learner, the game goes on, and the logged
     episode return is the raw game score over all lives."""

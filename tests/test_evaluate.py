@@ -15,10 +15,21 @@ class ScriptedEnv:
     def __init__(self, episodes: list[list[list[float]]]):
         self.script = episodes
         self.num_envs = len(episodes)
+        self.resets: list[np.ndarray] = []  # the masks of partial resets
 
-    def reset(self, seed=None):
-        self.episode = [0] * self.num_envs
-        self.t = [0] * self.num_envs
+    def reset(self, seed=None, options=None):
+        """All copies from their first episode, or (gymnasium's partial reset) the copies in
+        `options["reset_mask"]` from their next one."""
+        mask = (options or {}).get("reset_mask")
+        if mask is None:
+            self.episode = [0] * self.num_envs
+            self.t = [0] * self.num_envs
+        else:
+            assert mask.dtype == np.bool_ and mask.any()  # as gymnasium's backends require
+            self.resets.append(mask.copy())
+            for i in np.flatnonzero(mask):
+                self.episode[i] += 1
+                self.t[i] = 0
         return np.zeros((self.num_envs, 1)), {}
 
     def step(self, actions):
@@ -72,7 +83,27 @@ def test_the_bound_counts_finished_returns_and_the_episodes_not_yet_started():
     assert play(_act, ScriptedEnv(script), 3, 0, hopeless=Hopeless(1.0, 3.0)) == (
         [0.0, 3.0, 0.0],
         [3, 3, 3],
+        0,
     )
+
+
+def test_an_episode_without_a_reward_for_max_quiet_steps_ends_as_it_stands():
+    # copy 0: a point, then nothing for 6 steps, then a point; then an episode of 2 points.
+    # copy 1: its quiet stretch of 3 steps ends with a point (ends only at max_quiet = 4)
+    script = [[[1, 0, 0, 0, 0, 0, 0, 1], [1, 1]], [[0, 0, 0, 1], [1, 1]]]
+    env = ScriptedEnv(script)
+    full = play(_act, env, 4, seed=0)
+    assert (sorted(full.returns), full.stalled, env.resets) == ([1.0, 2.0, 2.0, 2.0], 0, [])
+    env = ScriptedEnv(script)
+    played = play(_act, env, 4, seed=0, max_quiet=4)
+    # copy 0's first episode ends at its 5th step with the 1 it had; it starts its next at once
+    assert played.stalled == 1
+    assert sorted(zip(played.returns, played.lengths)) == [(1.0, 3), (1.0, 5), (2.0, 3), (2.0, 3)]
+    assert [m.tolist() for m in env.resets] == [[True, False]]
+    # a copy that has played its share is not restarted when it stalls (nor counted)
+    env = ScriptedEnv(script)
+    played = play(_act, env, 2, seed=0, max_quiet=4)
+    assert (sorted(played.returns), played.stalled, env.resets) == ([1.0, 1.0], 1, [])
 
 
 def test_a_random_policy_on_pong_gives_up_long_before_a_game_ends():
@@ -119,5 +150,5 @@ def test_the_evaluator_that_chooses_select_pt_plays_its_own_setting_and_games(
     plain = evaluate.Evaluator(cfg, tmp_path)
     select = evaluate.Evaluator(cfg, tmp_path, sticky=0.25, seed_offset=evaluate.SELECT_SEED_OFFSET)
     assert (plain.env_cfg.sticky_actions, select.env_cfg.sticky_actions) == (0.0, 0.25)
-    assert plain.evaluate(_act, episodes=1) == select.evaluate(_act, episodes=1) == ([1.0], [3])
+    assert plain.evaluate(_act, episodes=1) == select.evaluate(_act, episodes=1) == ([1.0], [3], 0)
     assert seeds == [3 + evaluate.EVAL_SEED_OFFSET, 3 + evaluate.SELECT_SEED_OFFSET]

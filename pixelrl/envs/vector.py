@@ -33,6 +33,7 @@ from pixelrl.workers import (
 )
 
 PARENT_CHECK_S = 1.0  # an idle env worker looks this often whether the main process is alive
+SKIP = "skip"  # in a reset's seeds: an env that `options["reset_mask"]` leaves as it is
 
 
 def _worker(conn, env_fns, first: int, specs: dict, parent_pid: int, main_thread: bool) -> None:
@@ -66,9 +67,11 @@ def _worker(conn, env_fns, first: int, specs: dict, parent_pid: int, main_thread
                     obs[i] = o
                     lives[i] = info.get("lives", 0)
                 conn.send(("ok", None))
-            elif cmd == "reset":
+            elif cmd == "reset":  # arg: one entry per env, its seed, or SKIP to leave it be
                 for j, (i, env) in enumerate(zip(idx, envs)):
                     seed = None if arg is None else arg[j]
+                    if seed == SKIP:
+                        continue
                     o, info = env.reset(seed=seed)
                     obs[i] = o
                     lives[i] = info.get("lives", 0)
@@ -182,12 +185,17 @@ class ProcVectorEnv(gym.vector.VectorEnv):
         return [self._expect(conn, "ok")[1] for conn in self._conns]
 
     def reset(self, *, seed=None, options=None):
+        """All envs, or (gymnasium's `options={"reset_mask": mask}`) those where mask is True;
+        the others keep their episodes going and report their current observation."""
         if seed is None:
             seeds = [None] * self.num_envs
         elif isinstance(seed, int):
             seeds = [seed + i for i in range(self.num_envs)]
         else:
             seeds = list(seed)
+        mask = (options or {}).get("reset_mask")
+        if mask is not None:
+            seeds = [s if m else SKIP for s, m in zip(seeds, np.asarray(mask, bool))]
         blocks = np.array_split(np.arange(self.num_envs), len(self._conns))
         for conn, block in zip(self._conns, blocks):
             self._send(conn, ("reset", [seeds[i] for i in block]))

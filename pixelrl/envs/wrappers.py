@@ -126,11 +126,14 @@ class EpisodeSignals(VectorWrapper):
         if seed is None and not self._seeded:
             seed = self.default_seed
         self._seeded = True
+        # gymnasium's partial reset: only the envs where options["reset_mask"] is True start over
+        mask = (options or {}).get("reset_mask")
+        fresh = slice(None) if mask is None else np.asarray(mask, bool)
         obs, info = self.env.reset(seed=seed, options=options)
-        self._returns[:] = 0
-        self._lengths[:] = 0
+        self._returns[fresh] = 0
+        self._lengths[fresh] = 0
         if "lives" in info:
-            self._lives[:] = info["lives"]
+            self._lives[fresh] = np.asarray(info["lives"])[fresh]
         return obs, info
 
     def step(self, actions, active: np.ndarray | None = None):
