@@ -13,10 +13,11 @@ TORCH_VERSION ?= 2.13.0
 EXTRAS ?= box2d,sweep
 DEV_EXTRAS ?= dev,box2d,dmc,sweep
 ARGS ?=
-# pytest processes for `make test` (pytest-xdist), for machines with cores to spare. 0: one, the
-# default: on 2 cores two processes took longer (pytest 20.0 min against 15.5, CPU time 38 min
-# against 21: the cases' torch threads and worker processes oversubscribe the cores).
-TEST_PROCS ?= 0
+# pytest processes for `make test` (pytest-xdist; 0: one). Two, on 2 cores: 491 s against 907 s
+# for one, back to back (2026-12-06, BENCHMARKS.md). Two had been slower (20.0 min against 15.5)
+# while idle OpenMP threads still spun; since the suite and the CLI let them sleep
+# (OMP_WAIT_POLICY=PASSIVE) and DDPG's learning tests run on one thread, they no longer do.
+TEST_PROCS ?= 2
 PYTEST := $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_PROCS)),-n $(TEST_PROCS) --dist worksteal)
 
 .PHONY: help install install-dev browser train test test-fast lint bench plot clean
