@@ -104,9 +104,8 @@ def play(
     quota = np.array([episodes // n + (1 if i < episodes % n else 0) for i in range(n)])
     done = np.zeros(n, np.int64)
     conceded = np.zeros(n)  # the negative rewards of each copy's current episode
-    running = np.zeros(n)  # ... all its rewards
-    length = np.zeros(n, np.int64)  # ... its agent steps
-    quiet = np.zeros(n, np.int64)  # ... its agent steps since the last nonzero reward
+    # with max_quiet, the same episode's rewards, agent steps, and steps since its last reward
+    running, length, quiet = np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
     returns: list[float] = []
     lengths: list[int] = []
     stalled = 0
@@ -119,9 +118,10 @@ def play(
         steps += 1
         reward = np.asarray(reward, np.float64)
         conceded += np.minimum(reward, 0.0)
-        running += reward
-        length += 1
-        quiet = np.where(reward != 0, 0, quiet + 1)
+        if max_quiet is not None:  # what a game that stalls ends with
+            running += reward
+            length += 1
+            quiet = np.where(reward != 0, 0, quiet + 1)
         ended = np.asarray(info["_episode"], bool) if "_episode" in info else np.zeros(n, bool)
         for i in np.flatnonzero(ended):
             if done[i] < quota[i]:
