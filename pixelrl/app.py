@@ -54,6 +54,13 @@ def check_config(cfg: DictConfig) -> None:
             f"eval.select_sticky_actions is for Atari envs (repeat_action_probability); "
             f"env={cfg.env.name} has no sticky actions: leave it null"
         )
+    if cfg.eval.noop_sweep and (
+        cfg.env.kind != "atari" or cfg.env.preprocess == "karpathy" or not cfg.env.noop_max
+    ):
+        raise ConfigError(
+            f"eval.noop_sweep plays each of env.noop_max no-op starts in turn; env={cfg.env.name} "
+            "starts its games without no-ops (Atari with env.noop_max > 0 only): leave it false"
+        )
     if cfg.eval.average_frames and cfg.algo.name == "ddpg":
         raise ConfigError(
             "eval.average_frames averages the policy of a3c, actor_critic and reinforce; "
@@ -549,7 +556,7 @@ def evaluate_checkpoint(
     agent = build_agent(payload, cfg, device)
     evaluator = Evaluator(cfg, run_dir)
     try:
-        stalled = 0
+        stalled, noops = 0, None
         if watch:
             returns, lengths = [], []
             for i in range(cfg.eval.episodes):
@@ -558,7 +565,7 @@ def evaluate_checkpoint(
                 lengths.append(length)
                 print(path.resolve() if path else "(no frames recorded)", flush=True)
         else:
-            returns, lengths, stalled = evaluator.evaluate(agent.act)
+            returns, lengths, stalled, noops = evaluator.evaluate(agent.act)
     finally:
         evaluator.close()
     result = {**summarize_returns(returns), "stalled": stalled}
@@ -571,7 +578,13 @@ def evaluate_checkpoint(
         )
     with open(run_dir / "eval.json", "w") as f:
         json.dump(
-            {**result, "returns": returns, "lengths": lengths, "checkpoint": str(cfg.load)},
+            {
+                **result,
+                "returns": returns,
+                "lengths": lengths,
+                **({"noops": noops} if noops is not None else {}),
+                "checkpoint": str(cfg.load),
+            },
             f,
             indent=1,
         )

@@ -3,7 +3,7 @@ life, no reward clipping) and record mp4s from a rendering copy of the env."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -63,12 +63,14 @@ class Hopeless:
 
 
 class Played(NamedTuple):
-    """A finished evaluation: raw returns and lengths, one per episode, and how many of those
-    episodes ended early for want of any reward (eval.max_steps_without_reward)."""
+    """A finished evaluation: raw returns and lengths, one per episode, how many of those
+    episodes ended early for want of any reward (eval.max_steps_without_reward), and where the
+    evaluation named them (eval.noop_sweep), the no-op count each one started with."""
 
     returns: list[float]
     lengths: list[int]
     stalled: int = 0
+    noops: list[int] | None = None  # with `noops`: each episode's count, as returns and lengths
 
 
 def stalled_note(stalled: int, max_quiet: int | None) -> str:
@@ -89,6 +91,7 @@ def play(
     cancelled: Callable[[], bool] = _never,
     hopeless: Hopeless | None = None,
     max_quiet: int | None = None,
+    noops: Sequence[int] | None = None,
 ) -> Played | GaveUp | None:
     """Play exactly `episodes` episodes, spread evenly over the env's copies (taking the first
     finishers instead would favour short episodes). Returns raw returns and lengths, or None
@@ -99,8 +102,17 @@ def play(
     with the return it has (its copy starts its next one; the env must take gymnasium's
     `reset_mask`). Greedy play with no sticky actions can fall into rallies that go on for
     thousands of steps, up to the time limit (Pong: 27,000 agent steps): that ends them sooner,
-    though a point that would still have come is then not counted."""
+    though a point that would still have come is then not counted.
+
+    `noops`: each episode's number of no-ops at its start, in the order the episodes start (one
+    per episode; eval.noop_sweep). Every episode then starts with a reset of its own copy that
+    names its count (the env must take `options["noops"]` and `reset_mask`)."""
     n = env.num_envs
+    if noops is not None and len(noops) != episodes:
+        raise ValueError(f"noops names {len(noops)} starts for {episodes} episodes")
+    starts = None if noops is None else iter(noops)
+    count = np.zeros(n, np.int64)  # with noops: the count of each copy's current game
+    counts: list[int] = []
     quota = np.array([episodes // n + (1 if i < episodes % n else 0) for i in range(n)])
     done = np.zeros(n, np.int64)
     conceded = np.zeros(n)  # the negative rewards of each copy's current episode
@@ -110,6 +122,8 @@ def play(
     lengths: list[int] = []
     stalled = 0
     obs, _ = env.reset(seed=seed)
+    if starts is not None:
+        obs = _start_games(env, obs, quota > 0, starts, count)
     steps = 0
     while (done < quota).any():
         if cancelled():
@@ -127,24 +141,40 @@ def play(
             if done[i] < quota[i]:
                 returns.append(float(info["episode"]["r"][i]))
                 lengths.append(int(info["episode"]["l"][i]))
+                counts.append(int(count[i]))
             done[i] += 1
         if max_quiet is not None:
             stuck = (quiet >= max_quiet) & ~ended & (done < quota)
             for i in np.flatnonzero(stuck):
                 returns.append(float(running[i]))
                 lengths.append(int(length[i]))
+                counts.append(int(count[i]))
                 done[i] += 1
                 stalled += 1
-            restart = stuck & (done < quota)
-            if restart.any():
-                obs, _ = env.reset(options={"reset_mask": restart})
             ended |= stuck
+        if starts is not None:  # every new game from its own count (a stuck one's too)
+            obs = _start_games(env, obs, ended & (done < quota), starts, count)
+        elif max_quiet is not None and (restart := stuck & (done < quota)).any():
+            obs, _ = env.reset(options={"reset_mask": restart})
         conceded[ended] = running[ended] = length[ended] = quiet[ended] = 0
         if hopeless is not None:
             bound = hopeless.bound(returns, conceded, np.maximum(quota - done, 0))
             if bound < hopeless.target:
                 return GaveUp(bound, len(returns), steps)
-    return Played(returns, lengths, stalled)
+    return Played(returns, lengths, stalled, None if noops is None else counts)
+
+
+def _start_games(
+    env, obs: np.ndarray, mask: np.ndarray, starts: Iterator[int], count: np.ndarray
+) -> np.ndarray:
+    """Start a game on each copy where `mask` is True, each after the next count of `starts` of
+    no-ops, kept in `count` (one reset per copy: a vector env gives all copies the same options)."""
+    for i in np.flatnonzero(mask):
+        one = np.zeros(env.num_envs, bool)
+        one[i] = True
+        count[i] = next(starts)
+        obs, _ = env.reset(options={"reset_mask": one, "noops": int(count[i])})
+    return obs
 
 
 def record(
@@ -212,13 +242,24 @@ class Evaluator:
         episodes = episodes or self.cfg.eval.episodes
         if self._env is None:
             n = max(1, min(self.cfg.eval.num_envs, episodes))
-            self._env = make_vector_env(self.env_cfg, n, mode=EVAL)
+            self._env = make_vector_env(self.env_cfg, n, mode=EVAL, backend=self.backend)
         e = self.cfg.eval
         hopeless = None
         if may_give_up and e.target_return is not None and e.get("max_return") is not None:
             hopeless = Hopeless(float(e.target_return), float(e.max_return))
         seed = self.cfg.seed + self.seed_offset
-        return play(act, self._env, episodes, seed, cancelled, hopeless, self.max_quiet)
+        noops = None
+        if e.get("noop_sweep"):  # 1, 2, ..., noop_max, 1, 2, ...
+            noops = [k % int(self.env_cfg.noop_max) + 1 for k in range(episodes)]
+        return play(act, self._env, episodes, seed, cancelled, hopeless, self.max_quiet, noops)
+
+    @property
+    def backend(self) -> str | None:
+        """The eval env's backend: env.backend, except that eval.noop_sweep names each game's
+        no-op count, which ale-py's vector env can't take: it plays on `procs` then."""
+        if self.cfg.eval.get("noop_sweep") and self.env_cfg.get("backend") == "ale_vector":
+            return "procs"
+        return None
 
     @property
     def max_quiet(self) -> int | None:

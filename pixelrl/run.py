@@ -308,7 +308,7 @@ class Run:
         video = None
         if self.cfg.video.enabled:
             video = evaluator.video(act, f"eval_{frames:011d}", cancelled=cancelled)
-        return (*played, video)
+        return (played.returns, played.lengths, played.stalled, video)
 
     def _eval_wanted(self, frames: int) -> bool:
         """eval.min_train_return: periodic evaluations wait for the training return to reach it."""

@@ -209,6 +209,34 @@ def test_an_evaluation_ends_games_that_go_without_a_reward(pong_run, cli, tmp_pa
     assert "eval.max_steps_without_reward" in proc.stderr
 
 
+def test_an_evaluation_can_play_each_no_op_start_in_turn(pong_run, cli, tmp_path):
+    """eval.noop_sweep: game k starts after (k mod env.noop_max) + 1 no-ops; eval.json keeps each
+    game's count beside its return. The run trained on ale-py's vector env, which can't take a
+    count, so these games play on the procs backend (max_steps_without_reward=1 keeps them short)."""
+    _, run_dir, _ = pong_run
+    common = ("mode=eval", f"load={run_dir}", "eval.max_steps_without_reward=1", *FAST)
+    cli(
+        *common,
+        "eval.episodes=5",
+        "eval.num_envs=2",
+        "eval.noop_sweep=true",
+        "env.noop_max=3",
+        "hydra.run.dir=ev",
+        check=True,
+    )
+    saved = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert sorted(saved["noops"]) == [1, 1, 2, 2, 3] and len(saved["returns"]) == 5
+    cli(*common, "eval.episodes=2", "hydra.run.dir=plain", check=True)
+    assert "noops" not in json.loads((tmp_path / "plain" / "eval.json").read_text())
+
+
+def test_a_no_op_sweep_without_no_ops_is_a_clear_error(cli):
+    proc = cli("algo=actor_critic", "env=Catch", "eval.noop_sweep=true", *FAST, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "eval.noop_sweep plays each of env.noop_max no-op starts in turn" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_a_run_logs_the_evaluation_games_that_went_without_a_reward(cli, tmp_path):
     proc = cli(
         "algo=actor_critic",

@@ -112,6 +112,35 @@ def test_a_partial_reset_restarts_only_the_masked_copy(backend):
     assert r0 == r1 == -21 and l0 == l1 == t1 + 60 and t0 == t1 + 60
 
 
+@pytest.mark.parametrize("backend", ["sync", "procs", "async"])
+def test_a_reset_can_name_its_no_op_count(backend):
+    """options={"noops": k} (eval.noop_sweep) starts the game after exactly k no-ops. A game
+    of NOOPs at sticky 0 is the same emulator frames from power-on whatever the count, so 8
+    no-ops more make it exactly 2 agent steps (frame skip 4) shorter, and equal counts give
+    equal games."""
+    env = make_vector_env(atari_cfg(), 2, mode=EVAL, backend=backend)
+    noop = np.zeros(2, np.int64)
+    lengths = {}
+    try:
+        for counts in ([1, 9], [13, 13]):
+            env.reset(seed=0)  # the counts these seeds draw are neither pair
+            for i, k in enumerate(counts):
+                env.reset(options={"reset_mask": np.arange(2) == i, "noops": k})
+            ends = {}
+            for _ in range(5000):
+                _, _, _, _, info = env.step(noop)
+                for i in np.flatnonzero(info.get("_episode", [])):
+                    ends.setdefault(int(i), (info["episode"]["r"][i], info["episode"]["l"][i]))
+                if len(ends) == 2:
+                    break
+            assert ends[0][0] == ends[1][0] == -21
+            lengths[tuple(counts)] = (ends[0][1], ends[1][1])
+    finally:
+        env.close()
+    (a, b), (c, d) = lengths[(1, 9)], lengths[(13, 13)]
+    assert a == b + 2 and c == d and a == c + 3
+
+
 def test_episodic_life_and_raw_returns_on_breakout():
     """Train mode: a lost life terminates for the learner, the game goes on, and the logged
     episode return is the raw game score over all lives."""

@@ -84,6 +84,7 @@ def test_the_bound_counts_finished_returns_and_the_episodes_not_yet_started():
         [0.0, 3.0, 0.0],
         [3, 3, 3],
         0,
+        None,
     )
 
 
@@ -104,6 +105,55 @@ def test_an_episode_without_a_reward_for_max_quiet_steps_ends_as_it_stands():
     env = ScriptedEnv(script)
     played = play(_act, env, 2, seed=0, max_quiet=4)
     assert (sorted(played.returns), played.stalled, env.resets) == ([1.0, 1.0], 1, [])
+
+
+class NoopScriptedEnv(ScriptedEnv):
+    """ScriptedEnv whose copies play, after a reset that names a no-op count k, the episode
+    `games[k]` (a full reset: the episode `games[0]`); it keeps every reset's options."""
+
+    def __init__(self, num_envs: int, games: dict[int, list[float]]):
+        super().__init__([[games[0]] for _ in range(num_envs)])
+        self.games = games
+        self.options: list[dict] = []
+
+    def reset(self, seed=None, options=None):
+        obs, info = super().reset(seed, options)
+        if options is not None:
+            self.options.append(options)
+            for i in np.flatnonzero(options["reset_mask"]):
+                self.script[i] = [self.games[options["noops"]]]
+                self.episode[i] = 0
+        return obs, info
+
+
+def test_named_no_op_counts_start_every_game_in_turn():
+    """eval.noop_sweep: game k starts after noops[k] no-ops, one copy's reset each (a vector
+    env hands every copy the same options), and each return keeps the count it was played at."""
+    games = {0: [-5.0], 1: [1.0], 2: [2.0, 0.0], 3: [3.0, 0.0, 0.0], 4: [4.0]}
+    env = NoopScriptedEnv(2, games)
+    played = play(_act, env, 5, seed=0, noops=[1, 2, 3, 4, 1])
+    assert sorted(zip(played.noops, played.returns)) == [
+        (1, 1.0),
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+        (4, 4.0),
+    ]
+    assert sorted(played.lengths) == [3] * 5  # ScriptedEnv's fixed episode length
+    # every game from its own reset (no game of the full reset's `games[0]` is counted), one
+    # copy at a time, the counts in order; 5 games on 2 copies: copy 0 plays 3, copy 1 plays 2
+    assert [o["noops"] for o in env.options] == [1, 2, 3, 4, 1]
+    assert all(o["reset_mask"].sum() == 1 for o in env.options)
+    assert [int(np.flatnonzero(o["reset_mask"])[0]) for o in env.options[:2]] == [0, 1]
+    with pytest.raises(ValueError, match="2 starts for 5 episodes"):
+        play(_act, NoopScriptedEnv(2, games), 5, seed=0, noops=[1, 2])
+
+
+def test_a_stalled_game_restarts_with_the_next_count():
+    games = {0: [-5.0], 1: [0.0, 0.0, 0.0, 0.0, 1.0], 2: [2.0]}
+    env = NoopScriptedEnv(1, games)
+    played = play(_act, env, 2, seed=0, max_quiet=2, noops=[1, 2])
+    assert (played.returns, played.noops, played.stalled) == ([0.0, 2.0], [1, 2], 1)
 
 
 def test_a_random_policy_on_pong_gives_up_long_before_a_game_ends():
@@ -150,5 +200,21 @@ def test_the_evaluator_that_chooses_select_pt_plays_its_own_setting_and_games(
     plain = evaluate.Evaluator(cfg, tmp_path)
     select = evaluate.Evaluator(cfg, tmp_path, sticky=0.25, seed_offset=evaluate.SELECT_SEED_OFFSET)
     assert (plain.env_cfg.sticky_actions, select.env_cfg.sticky_actions) == (0.0, 0.25)
-    assert plain.evaluate(_act, episodes=1) == select.evaluate(_act, episodes=1) == ([1.0], [3], 0)
+    assert (
+        plain.evaluate(_act, episodes=1)
+        == select.evaluate(_act, episodes=1)
+        == ([1.0], [3], 0, None)
+    )
     assert seeds == [3 + evaluate.EVAL_SEED_OFFSET, 3 + evaluate.SELECT_SEED_OFFSET]
+
+
+def test_a_no_op_sweep_evaluates_on_an_env_that_takes_the_counts(tmp_path):
+    """ale-py's vector env draws its own no-op counts: a sweep's evaluations play on procs."""
+    from pixelrl import compose_config, evaluate
+
+    sweep = compose_config(["env=Pong", "eval.noop_sweep=true"])
+    assert sweep.env.backend == "ale_vector"
+    assert evaluate.Evaluator(sweep, tmp_path).backend == "procs"
+    assert evaluate.Evaluator(compose_config(["env=Pong"]), tmp_path).backend is None
+    own = compose_config(["env=Pong", "eval.noop_sweep=true", "env.backend=sync"])
+    assert evaluate.Evaluator(own, tmp_path).backend is None  # sync takes them

@@ -125,17 +125,24 @@ def _ale_env(env_cfg: DictConfig, obs_type: str, frameskip, render: bool) -> gym
 
 
 class NoopReset(gym.Wrapper):
-    """After reset, take 1..noop_max no-ops (drawn from the env's RNG, as AtariPreprocessing)."""
+    """After reset, take 1..noop_max no-ops (drawn from the env's RNG, as AtariPreprocessing), or
+    exactly `options["noops"]` where a reset names the count (eval.noop_sweep)."""
 
     def __init__(self, env: gym.Env, noop_max: int = 30):
         super().__init__(env)
         self.noop_max = noop_max
 
     def reset(self, *, seed=None, options=None):
+        noops = None
+        if options and "noops" in options:
+            options = dict(options)
+            noops = int(options.pop("noops"))
         obs, info = self.env.reset(seed=seed, options=options)
-        if self.noop_max <= 0:
-            return obs, info
-        for _ in range(self.env.unwrapped.np_random.integers(1, self.noop_max + 1)):
+        if noops is None:
+            if self.noop_max <= 0:
+                return obs, info
+            noops = self.env.unwrapped.np_random.integers(1, self.noop_max + 1)
+        for _ in range(noops):
             obs, _, terminated, truncated, step_info = self.env.step(0)
             info.update(step_info)
             if terminated or truncated:

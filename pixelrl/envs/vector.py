@@ -67,12 +67,12 @@ def _worker(conn, env_fns, first: int, specs: dict, parent_pid: int, main_thread
                     obs[i] = o
                     lives[i] = info.get("lives", 0)
                 conn.send(("ok", None))
-            elif cmd == "reset":  # arg: one entry per env, its seed, or SKIP to leave it be
+            elif cmd == "reset":  # arg: (one entry per env, its seed or SKIP to leave it be,
+                seeds, options = arg  # the options every env that starts over is reset with)
                 for j, (i, env) in enumerate(zip(idx, envs)):
-                    seed = None if arg is None else arg[j]
-                    if seed == SKIP:
+                    if seeds[j] == SKIP:
                         continue
-                    o, info = env.reset(seed=seed)
+                    o, info = env.reset(seed=seeds[j], options=options)
                     obs[i] = o
                     lives[i] = info.get("lives", 0)
                 conn.send(("ok", None))
@@ -193,12 +193,13 @@ class ProcVectorEnv(gym.vector.VectorEnv):
             seeds = [seed + i for i in range(self.num_envs)]
         else:
             seeds = list(seed)
-        mask = (options or {}).get("reset_mask")
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
         if mask is not None:
             seeds = [s if m else SKIP for s, m in zip(seeds, np.asarray(mask, bool))]
         blocks = np.array_split(np.arange(self.num_envs), len(self._conns))
         for conn, block in zip(self._conns, blocks):
-            self._send(conn, ("reset", [seeds[i] for i in block]))
+            self._send(conn, ("reset", ([seeds[i] for i in block], options or None)))
         for conn in self._conns:
             self._expect(conn, "ok")
         b = self._buf
