@@ -13,7 +13,9 @@ For each seed, one after the other:
      half-hour run (one 30-s measurement swung 12.7k-21.4k frames/s within a session), and the
      mean of one before and one after brackets the run;
   4. the solving policy evaluated again with sticky actions 0.25 (Atari) over 30 games, a
-     robustness check;
+     robustness check, and (Pong) at sticky 0 on each of the 30 no-op starts once
+     (eval.noop_sweep): a greedy game there is fixed by its start, so that is the solve's exact
+     score, where its 10 games drew from those starts;
      with args="eval.frames_past_target=N" the run trains on N frames past its solve, and the
      final policy is scored too (its own evaluation at sticky 0, and at 0.25): the one it ends
      with (average.pt under eval.average_frames, else last.pt), and select.pt where the run
@@ -54,6 +56,9 @@ class SolveBench:
     every_frames: int
     robustness: list[str]  # overrides of the extra evaluation after the solve ([]: none)
     eval_args: tuple[str, ...] = ()  # what the solve's evaluations are held to
+    # overrides of an exact evaluation of the solving policy, one game per no-op start
+    # (eval.noop_sweep; ROBUSTNESS_EPISODES games = env.noop_max) (): none
+    exact: tuple[str, ...] = ()
 
 
 SOLVES = {
@@ -74,6 +79,9 @@ SOLVES = {
         robustness=["eval.sticky_actions=0.25"],
         # the solve is scored at sticky actions 0 even when training uses env.sticky_actions
         eval_args=("eval.sticky_actions=0.0",),
+        # at sticky 0 a greedy game is fixed by its no-op count (1-30): the solve's 10 games draw
+        # from those 30, whose mean this plays exactly (BENCHMARKS.md)
+        exact=("eval.sticky_actions=0.0", "eval.noop_sweep=true"),
     ),
     # the same machinery on a toy that solves in seconds (its test)
     "catch_solve": SolveBench(
@@ -252,7 +260,7 @@ def run_seed(
     if stopped:
         result["stopped"] = True  # by the user, before its cap: a partial run
         return result
-    if not (b.robustness and solved_row):
+    if not (solved_row and (b.robustness or b.exact)):
         return result
     ckpts = run_dir / "checkpoints"
     # the solving policy: target.pt when the run trained on past it, else best.pt (the solve is
@@ -262,30 +270,47 @@ def run_seed(
     # last.pt; and select.pt where the run chose one (eval.select_sticky_actions). Seed 5 of the
     # default (BENCHMARKS.md): select.pt, picked by 10 games a policy, 14.6; average.pt 15.0
     final = next((ckpts / p for p in ("average.pt", "last.pt") if (ckpts / p).is_file()), None)
-    checks = [("", solving)]
-    if past and final is not None:
+    checks = [("", solving)] if b.robustness else []
+    if checks and past and final is not None:
         checks.append(("_final", final))
-    if past and (ckpts / "select.pt").is_file():
+    if checks and past and (ckpts / "select.pt").is_file():
         checks.append(("_select", ckpts / "select.pt"))
     slug = "_".join(b.robustness).replace("=", "-")
     for suffix, load in checks:
-        score, stopped = _robustness(b, load, run_dir / f"eval{suffix}_{slug}", out_dir)
+        score, stopped = _evaluate(b.robustness, load, run_dir / f"eval{suffix}_{slug}", out_dir)
         if stopped:
             result["stopped"] = True  # the solve stands; its robustness check was not finished
             return result
         result[f"eval_sticky_025{suffix}"] = score["return_mean"]
         checked = {"overrides": b.robustness, "checkpoint": str(load)}
         result[f"robustness{suffix}"] = {**checked, **score}
+    if b.exact:  # the solving policy once more, on every start: its exact score
+        sweep_dir = run_dir / "eval_noop_sweep"
+        score, stopped = _evaluate(list(b.exact), solving, sweep_dir, out_dir)
+        if stopped:
+            result["stopped"] = True
+            return result
+        games = json.loads((sweep_dir / "eval.json").read_text())
+        result["eval_sticky_0_exact"] = score["return_mean"]
+        result["exact"] = {
+            "overrides": list(b.exact),
+            "checkpoint": str(solving),
+            # the return of each no-op count (a count plays one game at sticky 0)
+            "by_noops": {n: r for n, r in sorted(zip(games["noops"], games["returns"]))},
+        }
     return result
 
 
-def _robustness(b: SolveBench, load: Path, run_dir: Path, cwd: Path) -> tuple[dict | None, bool]:
-    """The policy in `load` evaluated under b.robustness: (its scores, stopped by the user)."""
+def _evaluate(
+    overrides: list[str], load: Path, run_dir: Path, cwd: Path
+) -> tuple[dict | None, bool]:
+    """The policy in `load` evaluated under `overrides`, ROBUSTNESS_EPISODES games: (its scores,
+    stopped by the user)."""
     code, out, err, stopped = _cli(
         [
             "mode=eval",
             f"load={load}",
-            *b.robustness,
+            *overrides,
             f"eval.episodes={ROBUSTNESS_EPISODES}",
             f"eval.num_envs={EVAL_EPISODES}",
             "logger.wandb.mode=disabled",
@@ -296,7 +321,9 @@ def _robustness(b: SolveBench, load: Path, run_dir: Path, cwd: Path) -> tuple[di
     )
     score = _last_json(out) if code == 0 else None
     if score is None and not stopped:
-        raise RuntimeError(f"{load}: robustness evaluation failed: {err.strip()[-400:]}")
+        raise RuntimeError(
+            f"{load}: evaluation ({' '.join(overrides)}) failed: {err.strip()[-400:]}"
+        )
     return score, stopped
 
 
@@ -355,6 +382,8 @@ def format_seed(r: dict) -> str:
         + f"solved at {r['minutes']:.1f} min, {_m(r['frames'])} frames (eval {r['eval_sticky_0']:.1f})"
         + f" | {rate} | solve cost {_m(r['solve_cost'])}"
     )
+    if "eval_sticky_0_exact" in r:
+        line += f" | every no-op start at 0.0: {r['eval_sticky_0_exact']:.2f}"
     if "eval_sticky_025" in r:
         line += f" | sticky 0.25: {r['eval_sticky_025']:.1f}"
     if "final_frames" in r:  # trained on past the solve (eval.frames_past_target)

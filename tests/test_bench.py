@@ -313,14 +313,21 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
     policy apart from its solving one, best.pt."""
     from pixelrl import raw_speed, solve_bench
 
-    loaded = []
+    loaded, swept = [], []
 
     def cli(args, cwd, timeout=None, cap_s=None):
         run_dir = Path(next(a for a in args if a.startswith("hydra.run.dir=")).split("=", 1)[1])
         if "mode=eval" in args:
             load = Path(next(a for a in args if a.startswith("load=")).split("=", 1)[1])
-            loaded.append(load.name)
             assert "eval.episodes=30" in args  # 10 games swing by 1-2 points
+            if "eval.noop_sweep=true" in args:  # the solving policy on each of the 30 starts
+                assert "eval.sticky_actions=0.0" in args
+                swept.append(load.name)
+                games = {"noops": [3, 1, 2] * 10, "returns": [21.0, 19.0, 20.0] * 10}
+                run_dir.mkdir(parents=True)
+                (run_dir / "eval.json").write_text(json.dumps(games))
+                return 0, json.dumps({"return_mean": 20.0}) + "\n", "", False
+            loaded.append(load.name)
             scores = {"target.pt": 12.0, "best.pt": 12.0, "average.pt": 16.0, final: 16.0}
             scores["select.pt"] = 15.0
             return 0, json.dumps({"return_mean": scores[load.name]}) + "\n", "", False
@@ -348,6 +355,10 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
     r = solve_bench.run_seed(b, 1, 1.0, 1.0, past, tmp_path)
     assert r["solved"] and r["frames"] == 500 and r["eval_sticky_0"] == 18.5
     assert r["eval_sticky_025"] == 12.0
+    # the solving policy's exact score at sticky 0, and each start's game
+    assert swept == ["target.pt" if final else "best.pt"] and r["eval_sticky_0_exact"] == 20.0
+    assert r["exact"]["by_noops"] == {1: 19.0, 2: 20.0, 3: 21.0}
+    assert "every no-op start at 0.0: 20.00" in solve_bench.format_seed(r)
     if final is None:
         assert loaded == ["best.pt"] and "final_frames" not in r
         assert "eval_sticky_025_final" not in r and "final policy" not in solve_bench.format_seed(r)
@@ -375,15 +386,19 @@ def test_pong_solve_scores_the_solve_at_sticky_0_and_the_robustness_check_at_025
     actions they claim whatever the training uses."""
     from pixelrl.app import compose_config
     from pixelrl.evaluate import eval_env_config
-    from pixelrl.solve_bench import SOLVES
+    from pixelrl import solve_bench
 
-    b = SOLVES["pong_solve"]
+    b = solve_bench.SOLVES["pong_solve"]
     train = compose_config([*b.args, *extra, *b.eval_args])
     assert eval_env_config(train).sticky_actions == 0.0
     # its evaluations may give up early (Pong's best return is known), but only periodic ones
     assert train.eval.max_return == 21
     robust = compose_config([*b.args, *extra, *b.eval_args, *b.robustness])
     assert eval_env_config(robust).sticky_actions == 0.25
+    # the solve's exact score: sticky 0, each of env.noop_max starts once in its 30 games
+    exact = compose_config([*b.args, *extra, *b.exact])
+    assert eval_env_config(exact).sticky_actions == 0.0 and exact.eval.noop_sweep
+    assert exact.env.noop_max == solve_bench.ROBUSTNESS_EPISODES
 
 
 @pytest.mark.parametrize(
