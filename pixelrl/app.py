@@ -556,7 +556,7 @@ def evaluate_checkpoint(
     agent = build_agent(payload, cfg, device)
     evaluator = Evaluator(cfg, run_dir)
     try:
-        stalled, noops = 0, None
+        stalled, starts = 0, None
         if watch:
             returns, lengths = [], []
             for i in range(cfg.eval.episodes):
@@ -565,7 +565,7 @@ def evaluate_checkpoint(
                 lengths.append(length)
                 print(path.resolve() if path else "(no frames recorded)", flush=True)
         else:
-            returns, lengths, stalled, noops = evaluator.evaluate(agent.act)
+            returns, lengths, stalled, starts = evaluator.evaluate(agent.act)
     finally:
         evaluator.close()
     result = {**summarize_returns(returns), "stalled": stalled}
@@ -582,7 +582,7 @@ def evaluate_checkpoint(
                 **result,
                 "returns": returns,
                 "lengths": lengths,
-                **({"noops": noops} if noops is not None else {}),
+                **({"noop_starts": starts} if starts is not None else {}),
                 "checkpoint": str(cfg.load),
             },
             f,

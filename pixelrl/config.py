@@ -102,10 +102,10 @@ class EvalConfig:
     # greedy play at sticky actions 0 that falls into endless rallies: faster, but points can
     # still come after long quiet stretches, so the score is not the standard one (BENCHMARKS.md)
     max_steps_without_reward: int | None = bounded(None, gt=0)
-    # Atari: game k of an evaluation starts after (k mod env.noop_max) + 1 no-ops, not a random
-    # count. At sticky actions 0 a greedy game is fixed by its count, so with episodes =
-    # noop_max (30) the score is exact: the mean over every start, where 10 random games are a
-    # draw from them. ale-py's vector env draws its own counts: these evaluations play on `procs`
+    # Atari: game k of an evaluation plays the env's no-op start k mod env.noop_max (in turn, not
+    # drawn at random; our recipe: k mod noop_max + 1 no-ops; ale-py's vector env: its own draw).
+    # At sticky actions 0 a greedy game is fixed by its start, so with episodes = noop_max (30)
+    # the score is exact: the mean over every start, where 10 random games are a draw from them
     noop_sweep: bool = False
 
 

@@ -65,12 +65,12 @@ class Hopeless:
 class Played(NamedTuple):
     """A finished evaluation: raw returns and lengths, one per episode, how many of those
     episodes ended early for want of any reward (eval.max_steps_without_reward), and where the
-    evaluation named them (eval.noop_sweep), the no-op count each one started with."""
+    evaluation named them (eval.noop_sweep), the no-op start each one was played from."""
 
     returns: list[float]
     lengths: list[int]
     stalled: int = 0
-    noops: list[int] | None = None  # with `noops`: each episode's count, as returns and lengths
+    noop_starts: list[int] | None = None  # with `noop_starts`: each episode's, as its return
 
 
 def stalled_note(stalled: int, max_quiet: int | None) -> str:
@@ -91,7 +91,7 @@ def play(
     cancelled: Callable[[], bool] = _never,
     hopeless: Hopeless | None = None,
     max_quiet: int | None = None,
-    noops: Sequence[int] | None = None,
+    noop_starts: Sequence[int] | None = None,
 ) -> Played | GaveUp | None:
     """Play exactly `episodes` episodes, spread evenly over the env's copies (taking the first
     finishers instead would favour short episodes). Returns raw returns and lengths, or None
@@ -104,14 +104,15 @@ def play(
     thousands of steps, up to the time limit (Pong: 27,000 agent steps): that ends them sooner,
     though a point that would still have come is then not counted.
 
-    `noops`: each episode's number of no-ops at its start, in the order the episodes start (one
-    per episode; eval.noop_sweep). Every episode then starts with a reset of its own copy that
-    names its count (the env must take `options["noops"]` and `reset_mask`)."""
+    `noop_starts`: each episode's no-op start (j in [0, env.noop_max): the env's j-th start, as
+    `options["noop_start"]` defines it), in the order the episodes start (eval.noop_sweep). Every
+    episode then starts with a reset of its own copy that names its start (the env must take
+    `options["noop_start"]` and `reset_mask`)."""
     n = env.num_envs
-    if noops is not None and len(noops) != episodes:
-        raise ValueError(f"noops names {len(noops)} starts for {episodes} episodes")
-    starts = None if noops is None else iter(noops)
-    count = np.zeros(n, np.int64)  # with noops: the count of each copy's current game
+    if noop_starts is not None and len(noop_starts) != episodes:
+        raise ValueError(f"noop_starts names {len(noop_starts)} starts for {episodes} episodes")
+    starts = None if noop_starts is None else iter(noop_starts)
+    count = np.zeros(n, np.int64)  # with noop_starts: the start of each copy's current game
     counts: list[int] = []
     quota = np.array([episodes // n + (1 if i < episodes % n else 0) for i in range(n)])
     done = np.zeros(n, np.int64)
@@ -161,19 +162,19 @@ def play(
             bound = hopeless.bound(returns, conceded, np.maximum(quota - done, 0))
             if bound < hopeless.target:
                 return GaveUp(bound, len(returns), steps)
-    return Played(returns, lengths, stalled, None if noops is None else counts)
+    return Played(returns, lengths, stalled, None if noop_starts is None else counts)
 
 
 def _start_games(
     env, obs: np.ndarray, mask: np.ndarray, starts: Iterator[int], count: np.ndarray
 ) -> np.ndarray:
-    """Start a game on each copy where `mask` is True, each after the next count of `starts` of
-    no-ops, kept in `count` (one reset per copy: a vector env gives all copies the same options)."""
+    """Start a game on each copy where `mask` is True, each from the next no-op start of
+    `starts`, kept in `count` (one reset per copy: a vector env gives all copies the same options)."""
     for i in np.flatnonzero(mask):
         one = np.zeros(env.num_envs, bool)
         one[i] = True
         count[i] = next(starts)
-        obs, _ = env.reset(options={"reset_mask": one, "noops": int(count[i])})
+        obs, _ = env.reset(options={"reset_mask": one, "noop_start": int(count[i])})
     return obs
 
 
@@ -242,24 +243,16 @@ class Evaluator:
         episodes = episodes or self.cfg.eval.episodes
         if self._env is None:
             n = max(1, min(self.cfg.eval.num_envs, episodes))
-            self._env = make_vector_env(self.env_cfg, n, mode=EVAL, backend=self.backend)
+            self._env = make_vector_env(self.env_cfg, n, mode=EVAL)
         e = self.cfg.eval
         hopeless = None
         if may_give_up and e.target_return is not None and e.get("max_return") is not None:
             hopeless = Hopeless(float(e.target_return), float(e.max_return))
         seed = self.cfg.seed + self.seed_offset
-        noops = None
-        if e.get("noop_sweep"):  # 1, 2, ..., noop_max, 1, 2, ...
-            noops = [k % int(self.env_cfg.noop_max) + 1 for k in range(episodes)]
-        return play(act, self._env, episodes, seed, cancelled, hopeless, self.max_quiet, noops)
-
-    @property
-    def backend(self) -> str | None:
-        """The eval env's backend: env.backend, except that eval.noop_sweep names each game's
-        no-op count, which ale-py's vector env can't take: it plays on `procs` then."""
-        if self.cfg.eval.get("noop_sweep") and self.env_cfg.get("backend") == "ale_vector":
-            return "procs"
-        return None
+        starts = None
+        if e.get("noop_sweep"):  # 0, 1, ..., noop_max - 1, 0, 1, ...
+            starts = [k % int(self.env_cfg.noop_max) for k in range(episodes)]
+        return play(act, self._env, episodes, seed, cancelled, hopeless, self.max_quiet, starts)
 
     @property
     def max_quiet(self) -> int | None:

@@ -295,8 +295,8 @@ def run_seed(
         result["exact"] = {
             "overrides": list(b.exact),
             "checkpoint": str(solving),
-            # the return of each no-op count (a count plays one game at sticky 0)
-            "by_noops": {n: r for n, r in sorted(zip(games["noops"], games["returns"]))},
+            # the return from each no-op start (a start plays one game at sticky 0)
+            "by_start": {j: r for j, r in sorted(zip(games["noop_starts"], games["returns"]))},
         }
     return result
 

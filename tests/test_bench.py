@@ -323,7 +323,7 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
             if "eval.noop_sweep=true" in args:  # the solving policy on each of the 30 starts
                 assert "eval.sticky_actions=0.0" in args
                 swept.append(load.name)
-                games = {"noops": [3, 1, 2] * 10, "returns": [21.0, 19.0, 20.0] * 10}
+                games = {"noop_starts": [2, 0, 1] * 10, "returns": [21.0, 19.0, 20.0] * 10}
                 run_dir.mkdir(parents=True)
                 (run_dir / "eval.json").write_text(json.dumps(games))
                 return 0, json.dumps({"return_mean": 20.0}) + "\n", "", False
@@ -357,7 +357,7 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
     assert r["eval_sticky_025"] == 12.0
     # the solving policy's exact score at sticky 0, and each start's game
     assert swept == ["target.pt" if final else "best.pt"] and r["eval_sticky_0_exact"] == 20.0
-    assert r["exact"]["by_noops"] == {1: 19.0, 2: 20.0, 3: 21.0}
+    assert r["exact"]["by_start"] == {0: 19.0, 1: 20.0, 2: 21.0}
     assert "every no-op start at 0.0: 20.00" in solve_bench.format_seed(r)
     if final is None:
         assert loaded == ["best.pt"] and "final_frames" not in r
@@ -384,9 +384,9 @@ def test_a_seed_trained_past_its_solve_scores_the_solving_and_the_final_policy(
 def test_pong_solve_scores_the_solve_at_sticky_0_and_the_robustness_check_at_025(extra):
     """The commands pong_solve runs are valid configs, and its evaluations play the sticky
     actions they claim whatever the training uses."""
+    from pixelrl import solve_bench
     from pixelrl.app import compose_config
     from pixelrl.evaluate import eval_env_config
-    from pixelrl import solve_bench
 
     b = solve_bench.SOLVES["pong_solve"]
     train = compose_config([*b.args, *extra, *b.eval_args])

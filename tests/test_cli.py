@@ -210,24 +210,17 @@ def test_an_evaluation_ends_games_that_go_without_a_reward(pong_run, cli, tmp_pa
 
 
 def test_an_evaluation_can_play_each_no_op_start_in_turn(pong_run, cli, tmp_path):
-    """eval.noop_sweep: game k starts after (k mod env.noop_max) + 1 no-ops; eval.json keeps each
-    game's count beside its return. The run trained on ale-py's vector env, which can't take a
-    count, so these games play on the procs backend (max_steps_without_reward=1 keeps them short)."""
+    """eval.noop_sweep: game k plays the env's no-op start k mod env.noop_max (here on ale-py's
+    vector env, the run's); eval.json keeps each game's start beside its return
+    (max_steps_without_reward=1 keeps the games short)."""
     _, run_dir, _ = pong_run
     common = ("mode=eval", f"load={run_dir}", "eval.max_steps_without_reward=1", *FAST)
-    cli(
-        *common,
-        "eval.episodes=5",
-        "eval.num_envs=2",
-        "eval.noop_sweep=true",
-        "env.noop_max=3",
-        "hydra.run.dir=ev",
-        check=True,
-    )
+    sweep = ("eval.episodes=5", "eval.num_envs=2", "eval.noop_sweep=true", "env.noop_max=3")
+    cli(*common, *sweep, "hydra.run.dir=ev", check=True)
     saved = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert sorted(saved["noops"]) == [1, 1, 2, 2, 3] and len(saved["returns"]) == 5
+    assert sorted(saved["noop_starts"]) == [0, 0, 1, 1, 2] and len(saved["returns"]) == 5
     cli(*common, "eval.episodes=2", "hydra.run.dir=plain", check=True)
-    assert "noops" not in json.loads((tmp_path / "plain" / "eval.json").read_text())
+    assert "noop_starts" not in json.loads((tmp_path / "plain" / "eval.json").read_text())
 
 
 def test_a_no_op_sweep_without_no_ops_is_a_clear_error(cli):

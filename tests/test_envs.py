@@ -112,20 +112,21 @@ def test_a_partial_reset_restarts_only_the_masked_copy(backend):
     assert r0 == r1 == -21 and l0 == l1 == t1 + 60 and t0 == t1 + 60
 
 
-@pytest.mark.parametrize("backend", ["sync", "procs", "async"])
-def test_a_reset_can_name_its_no_op_count(backend):
-    """options={"noops": k} (eval.noop_sweep) starts the game after exactly k no-ops. A game
-    of NOOPs at sticky 0 is the same emulator frames from power-on whatever the count, so 8
-    no-ops more make it exactly 2 agent steps (frame skip 4) shorter, and equal counts give
+@pytest.mark.parametrize("backend", ["sync", "procs", "async", "ale_vector"])
+def test_a_reset_can_name_its_no_op_start(backend):
+    """options={"noop_start": j} (eval.noop_sweep) starts the game from the env's j-th start: our
+    recipe after j + 1 no-ops, ale-py's vector env j frames in (FIRE, then j - 1 no-ops). A game
+    of NOOPs at sticky 0 is the same emulator frames from power-on whatever the start, so 8
+    frames more make it exactly 2 agent steps (frame skip 4) shorter, and equal starts give
     equal games."""
     env = make_vector_env(atari_cfg(), 2, mode=EVAL, backend=backend)
     noop = np.zeros(2, np.int64)
     lengths = {}
     try:
-        for counts in ([1, 9], [13, 13]):
-            env.reset(seed=0)  # the counts these seeds draw are neither pair
-            for i, k in enumerate(counts):
-                env.reset(options={"reset_mask": np.arange(2) == i, "noops": k})
+        for starts in ([1, 9], [13, 13]):
+            env.reset(seed=0)  # the starts these seeds draw are neither pair
+            for i, j in enumerate(starts):
+                env.reset(options={"reset_mask": np.arange(2) == i, "noop_start": j})
             ends = {}
             for _ in range(5000):
                 _, _, _, _, info = env.step(noop)
@@ -134,11 +135,29 @@ def test_a_reset_can_name_its_no_op_count(backend):
                 if len(ends) == 2:
                     break
             assert ends[0][0] == ends[1][0] == -21
-            lengths[tuple(counts)] = (ends[0][1], ends[1][1])
+            lengths[tuple(starts)] = (ends[0][1], ends[1][1])
     finally:
         env.close()
     (a, b), (c, d) = lengths[(1, 9)], lengths[(13, 13)]
     assert a == b + 2 and c == d and a == c + 3
+
+
+def test_ale_vector_starts_are_checked_against_the_frame_number():
+    """The seed AleNoopStarts picks for a start must make ale-py's reset draw it: every start of
+    [0, noop_max) on one copy, each game begun where its start says; a start out of range is an
+    error."""
+    env = atari.AleNoopStarts(atari.make_ale_vector(atari_cfg(noop_max=6), 1, 1), 6)
+    try:
+        env.reset(seed=0)
+        frames = []
+        for j in range(6):
+            _, info = env.reset(options={"reset_mask": np.array([True]), "noop_start": j})
+            frames.append(int(info["episode_frame_number"][0]))
+        with pytest.raises(ValueError, match="not in"):
+            env.reset(options={"reset_mask": np.array([True]), "noop_start": 6})
+    finally:
+        env.close()
+    assert frames == [1, 1, 2, 3, 4, 5]  # FIRE, then j - 1 no-ops
 
 
 def test_episodic_life_and_raw_returns_on_breakout():

@@ -108,11 +108,11 @@ def test_an_episode_without_a_reward_for_max_quiet_steps_ends_as_it_stands():
 
 
 class NoopScriptedEnv(ScriptedEnv):
-    """ScriptedEnv whose copies play, after a reset that names a no-op count k, the episode
-    `games[k]` (a full reset: the episode `games[0]`); it keeps every reset's options."""
+    """ScriptedEnv whose copies play, after a reset that names a no-op start j, the episode
+    `games[j]` (a full reset: the episode `games[-1]`); it keeps every reset's options."""
 
     def __init__(self, num_envs: int, games: dict[int, list[float]]):
-        super().__init__([[games[0]] for _ in range(num_envs)])
+        super().__init__([[games[-1]] for _ in range(num_envs)])
         self.games = games
         self.options: list[dict] = []
 
@@ -121,39 +121,39 @@ class NoopScriptedEnv(ScriptedEnv):
         if options is not None:
             self.options.append(options)
             for i in np.flatnonzero(options["reset_mask"]):
-                self.script[i] = [self.games[options["noops"]]]
+                self.script[i] = [self.games[options["noop_start"]]]
                 self.episode[i] = 0
         return obs, info
 
 
-def test_named_no_op_counts_start_every_game_in_turn():
-    """eval.noop_sweep: game k starts after noops[k] no-ops, one copy's reset each (a vector
-    env hands every copy the same options), and each return keeps the count it was played at."""
-    games = {0: [-5.0], 1: [1.0], 2: [2.0, 0.0], 3: [3.0, 0.0, 0.0], 4: [4.0]}
+def test_named_no_op_starts_start_every_game_in_turn():
+    """eval.noop_sweep: game k starts from no-op start noop_starts[k], one copy's reset each (a
+    vector env hands every copy the same options), and each return keeps its start."""
+    games = {-1: [-5.0], 0: [1.0], 1: [2.0, 0.0], 2: [3.0, 0.0, 0.0], 3: [4.0]}
     env = NoopScriptedEnv(2, games)
-    played = play(_act, env, 5, seed=0, noops=[1, 2, 3, 4, 1])
-    assert sorted(zip(played.noops, played.returns)) == [
-        (1, 1.0),
-        (1, 1.0),
-        (2, 2.0),
-        (3, 3.0),
-        (4, 4.0),
+    played = play(_act, env, 5, seed=0, noop_starts=[0, 1, 2, 3, 0])
+    assert sorted(zip(played.noop_starts, played.returns)) == [
+        (0, 1.0),
+        (0, 1.0),
+        (1, 2.0),
+        (2, 3.0),
+        (3, 4.0),
     ]
     assert sorted(played.lengths) == [3] * 5  # ScriptedEnv's fixed episode length
-    # every game from its own reset (no game of the full reset's `games[0]` is counted), one
-    # copy at a time, the counts in order; 5 games on 2 copies: copy 0 plays 3, copy 1 plays 2
-    assert [o["noops"] for o in env.options] == [1, 2, 3, 4, 1]
+    # every game from its own reset (no game of the full reset's `games[-1]` is counted), one
+    # copy at a time, the starts in order; 5 games on 2 copies: copy 0 plays 3, copy 1 plays 2
+    assert [o["noop_start"] for o in env.options] == [0, 1, 2, 3, 0]
     assert all(o["reset_mask"].sum() == 1 for o in env.options)
     assert [int(np.flatnonzero(o["reset_mask"])[0]) for o in env.options[:2]] == [0, 1]
     with pytest.raises(ValueError, match="2 starts for 5 episodes"):
-        play(_act, NoopScriptedEnv(2, games), 5, seed=0, noops=[1, 2])
+        play(_act, NoopScriptedEnv(2, games), 5, seed=0, noop_starts=[0, 1])
 
 
-def test_a_stalled_game_restarts_with_the_next_count():
-    games = {0: [-5.0], 1: [0.0, 0.0, 0.0, 0.0, 1.0], 2: [2.0]}
+def test_a_stalled_game_restarts_from_the_next_start():
+    games = {-1: [-5.0], 0: [0.0, 0.0, 0.0, 0.0, 1.0], 1: [2.0]}
     env = NoopScriptedEnv(1, games)
-    played = play(_act, env, 2, seed=0, max_quiet=2, noops=[1, 2])
-    assert (played.returns, played.noops, played.stalled) == ([0.0, 2.0], [1, 2], 1)
+    played = play(_act, env, 2, seed=0, max_quiet=2, noop_starts=[0, 1])
+    assert (played.returns, played.noop_starts, played.stalled) == ([0.0, 2.0], [0, 1], 1)
 
 
 def test_a_random_policy_on_pong_gives_up_long_before_a_game_ends():
@@ -206,15 +206,3 @@ def test_the_evaluator_that_chooses_select_pt_plays_its_own_setting_and_games(
         == ([1.0], [3], 0, None)
     )
     assert seeds == [3 + evaluate.EVAL_SEED_OFFSET, 3 + evaluate.SELECT_SEED_OFFSET]
-
-
-def test_a_no_op_sweep_evaluates_on_an_env_that_takes_the_counts(tmp_path):
-    """ale-py's vector env draws its own no-op counts: a sweep's evaluations play on procs."""
-    from pixelrl import compose_config, evaluate
-
-    sweep = compose_config(["env=Pong", "eval.noop_sweep=true"])
-    assert sweep.env.backend == "ale_vector"
-    assert evaluate.Evaluator(sweep, tmp_path).backend == "procs"
-    assert evaluate.Evaluator(compose_config(["env=Pong"]), tmp_path).backend is None
-    own = compose_config(["env=Pong", "eval.noop_sweep=true", "env.backend=sync"])
-    assert evaluate.Evaluator(own, tmp_path).backend is None  # sync takes them

@@ -129,6 +129,8 @@ def make_vector_env(
     if backend == "ale_vector":
         threads = num_threads or min(num_envs, os.cpu_count() or 1)
         venv = atari.make_ale_vector(env_cfg, num_envs, threads)
+        if mode == EVAL and env_cfg.noop_max:  # evaluations may name their no-op starts
+            venv = atari.AleNoopStarts(venv, int(env_cfg.noop_max))
         if env_cfg.action_set:
             venv = VectorActionSubset(venv, list(env_cfg.action_set))
     else:

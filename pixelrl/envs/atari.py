@@ -126,7 +126,8 @@ def _ale_env(env_cfg: DictConfig, obs_type: str, frameskip, render: bool) -> gym
 
 class NoopReset(gym.Wrapper):
     """After reset, take 1..noop_max no-ops (drawn from the env's RNG, as AtariPreprocessing), or
-    exactly `options["noops"]` where a reset names the count (eval.noop_sweep)."""
+    where a reset names its start (eval.noop_sweep: `options["noop_start"]` = j in [0, noop_max)),
+    exactly j + 1."""
 
     def __init__(self, env: gym.Env, noop_max: int = 30):
         super().__init__(env)
@@ -134,9 +135,9 @@ class NoopReset(gym.Wrapper):
 
     def reset(self, *, seed=None, options=None):
         noops = None
-        if options and "noops" in options:
+        if options and "noop_start" in options:
             options = dict(options)
-            noops = int(options.pop("noops"))
+            noops = int(options.pop("noop_start")) + 1
         obs, info = self.env.reset(seed=seed, options=options)
         if noops is None:
             if self.noop_max <= 0:
@@ -324,6 +325,49 @@ def frames_per_step(env_cfg: DictConfig) -> int:
 
 def video_fps(env_cfg: DictConfig) -> int:
     return max(1, round(ALE_FPS / frames_per_step(env_cfg)))
+
+
+class AleNoopStarts(gym.vector.VectorWrapper):
+    """ale-py's vector env draws each game's start in C++: j uniform in [0, noop_max) from a
+    std::mt19937 seeded at a seeded reset, then FIRE (one frame, where the game has it and
+    fire_reset is on) and j - 1 no-op frames, or j no-op frames without FIRE: j frames before
+    the first agent step either way (1 for j = 0 with FIRE). A reset that names its start
+    (eval.noop_sweep: `options["noop_start"]` = j) reseeds the copies it resets with a seed whose
+    first draw is j, and checks from their episode frame numbers that the games started there."""
+
+    def __init__(self, env: gym.vector.VectorEnv, noop_max: int):
+        super().__init__(env)
+        self.noop_max = noop_max
+        self._seeds: dict[int, int] = {}  # start -> the first seed that draws it
+
+    def reset(self, *, seed=None, options=None):
+        if not options or "noop_start" not in options:
+            return self.env.reset(seed=seed, options=options)
+        options = dict(options)
+        start = int(options.pop("noop_start"))
+        mask = options.get("reset_mask")
+        mask = np.ones(self.num_envs, bool) if mask is None else np.asarray(mask, bool)
+        seeds = np.full(int(mask.sum()), self._seed_for(start), np.int64)
+        obs, info = self.env.reset(seed=seeds, options=options or None)
+        got = np.asarray(info["episode_frame_number"])[mask]
+        if not np.isin(got, (start, max(start, 1))).all():
+            raise RuntimeError(
+                f"ale-py's vector env started games {got.tolist()} frames in, where no-op start "
+                f"{start} is {start} frames in: its reset no longer draws as this wrapper expects"
+            )
+        return obs, info
+
+    def _seed_for(self, start: int) -> int:
+        if not 0 <= start < self.noop_max:
+            raise ValueError(f"noop_start={start} is not in [0, env.noop_max={self.noop_max})")
+        seed = max(self._seeds.values(), default=-1) + 1
+        while start not in self._seeds:
+            # std::mt19937(seed)'s first output (numpy's legacy seeding is the same init), then
+            # libstdc++'s uniform_int_distribution over noop_max values (Lemire's method)
+            x = int(np.random.RandomState(seed).randint(0, 2**32, dtype=np.uint64))
+            self._seeds.setdefault((x * self.noop_max) >> 32, seed)
+            seed += 1
+        return self._seeds[start]
 
 
 def make_ale_vector(env_cfg: DictConfig, num_envs: int, num_threads: int) -> gym.vector.VectorEnv:
