@@ -153,7 +153,7 @@ def play(
                 done[i] += 1
                 stalled += 1
             ended |= stuck
-        if starts is not None:  # every new game from its own count (a stuck one's too)
+        if starts is not None:  # every new game from its own start (after a stuck one too)
             obs = _start_games(env, obs, ended & (done < quota), starts, count)
         elif max_quiet is not None and (restart := stuck & (done < quota)).any():
             obs, _ = env.reset(options={"reset_mask": restart})

@@ -363,7 +363,8 @@ class AleNoopStarts(gym.vector.VectorWrapper):
         seed = max(self._seeds.values(), default=-1) + 1
         while start not in self._seeds:
             # std::mt19937(seed)'s first output (numpy's legacy seeding is the same init), then
-            # libstdc++'s uniform_int_distribution over noop_max values (Lemire's method)
+            # libstdc++'s uniform_int_distribution over noop_max values (Lemire's method; reset
+            # checks the frame number, so a build that draws otherwise is an error, not a miss)
             x = int(np.random.RandomState(seed).randint(0, 2**32, dtype=np.uint64))
             self._seeds.setdefault((x * self.noop_max) >> 32, seed)
             seed += 1
