@@ -230,6 +230,9 @@ class AlgoConfig:
     max_grad_norm: float = bounded(0.5, ge=0)  # 0 disables clipping
     # linear: lr decays to 0 at total_frames | none
     lr_decay: str = one_of("linear", ("linear", "none"))
+    # linear only: the lr is held at algo.lr up to this frame, then decays linearly to 0 at
+    # total_frames (0: from the first frame)
+    lr_decay_from: int = bounded(0, ge=0)
 
 
 @dataclass

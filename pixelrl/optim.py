@@ -284,17 +284,20 @@ def make_optimizer(algo_cfg, params):
 
 
 class LinearLR:
-    """algo.lr_decay: `linear` decays algo.lr to 0 at total_frames, `none` keeps it."""
+    """algo.lr_decay: `linear` holds algo.lr up to algo.lr_decay_from frames (0 by default), then
+    decays it linearly to 0 at total_frames; `none` keeps it."""
 
     def __init__(self, algo_cfg, total_frames: int):
         self.base_lr = float(algo_cfg.lr)
         self.decay = algo_cfg.lr_decay == "linear"
         self.total_frames = int(total_frames)
+        self.start = min(int(getattr(algo_cfg, "lr_decay_from", 0)), self.total_frames)
 
     def __call__(self, frames: int) -> float:
-        if not self.decay:
+        if not self.decay or frames <= self.start:
             return self.base_lr
-        return self.base_lr * max(0.0, 1.0 - frames / self.total_frames)
+        left = (self.total_frames - frames) / max(1, self.total_frames - self.start)
+        return self.base_lr * max(0.0, left)
 
     def apply(self, optimizer, frames: int) -> float:
         """Set the learning rate for an update made at `frames`; returns it."""

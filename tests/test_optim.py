@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pixelrl.config import ActorCriticConfig, DDPGConfig, ReinforceConfig
+from pixelrl.config import A3CConfig, ActorCriticConfig, DDPGConfig, ReinforceConfig
 from pixelrl.optim import (
     Adam,
     LinearLR,
@@ -189,7 +189,6 @@ def test_rmsprop_forms_first_step_and_a_gradient_back_after_a_long_quiet():
     """algo.rmsprop_form: PyTorch's first step is 10 lr and a weight whose gradient returns
     after many near-zero ones jumps by about lr g / (|g_before| + eps); TensorFlow's (s from 1,
     eps inside the root) follows its formula exactly and stays small in both cases."""
-    from pixelrl.config import A3CConfig
 
     def run(form: str, grads: list[float]) -> list[float]:
         a = OmegaConf.structured(A3CConfig(lr=0.01, rmsprop_form=form))
@@ -214,6 +213,15 @@ def test_rmsprop_forms_first_step_and_a_gradient_back_after_a_long_quiet():
     assert abs(run("tf", quiet_then_back)[-1]) < 0.01 * 5
     with pytest.raises(ValueError):
         SharedRMSprop([torch.zeros(1)], form="keras")
+
+
+@pytest.mark.parametrize("schema", [A3CConfig, ReinforceConfig, DDPGConfig])
+def test_a_decay_from_a_frame_holds_the_lr_until_it(schema):
+    """algo.lr_decay_from=60: lr until frame 60, then linearly to 0 at total_frames=100."""
+    a = OmegaConf.structured(schema(lr=0.4, lr_decay="linear", lr_decay_from=60))
+    schedule = LinearLR(a, total_frames=100)
+    lrs = [schedule(f) for f in (0, 30, 60, 70, 90, 100, 120)]
+    assert lrs == pytest.approx([0.4, 0.4, 0.4, 0.3, 0.1, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("schema", [ReinforceConfig, DDPGConfig])
