@@ -66,11 +66,6 @@ def check_config(cfg: DictConfig) -> None:
             f"algo.lr_decay_from={cfg.algo.lr_decay_from} is where a linear decay starts; "
             f"algo.lr_decay={cfg.algo.lr_decay} keeps the lr: add algo.lr_decay=linear or leave it 0"
         )
-    if cfg.algo.lr_decay_from >= cfg.total_frames and cfg.algo.lr_decay == "linear":
-        raise ConfigError(
-            f"algo.lr_decay_from={cfg.algo.lr_decay_from:,} is not below total_frames="
-            f"{cfg.total_frames:,}, so the lr would never decay: lower it or use algo.lr_decay=none"
-        )
     if cfg.eval.average_frames and cfg.algo.name == "ddpg":
         raise ConfigError(
             "eval.average_frames averages the policy of a3c, actor_critic and reinforce; "

@@ -231,7 +231,7 @@ class AlgoConfig:
     # linear: lr decays to 0 at total_frames | none
     lr_decay: str = one_of("linear", ("linear", "none"))
     # linear only: the lr is held at algo.lr up to this frame, then decays linearly to 0 at
-    # total_frames (0: from the first frame)
+    # total_frames (0: from the first frame; at or past total_frames: held throughout)
     lr_decay_from: int = bounded(0, ge=0)
 
 

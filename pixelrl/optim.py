@@ -289,14 +289,15 @@ class LinearLR:
 
     def __init__(self, algo_cfg, total_frames: int):
         self.base_lr = float(algo_cfg.lr)
-        self.decay = algo_cfg.lr_decay == "linear"
         self.total_frames = int(total_frames)
-        self.start = min(int(getattr(algo_cfg, "lr_decay_from", 0)), self.total_frames)
+        self.start = int(getattr(algo_cfg, "lr_decay_from", 0))
+        # a budget that ends before the decay would start keeps the lr
+        self.decay = algo_cfg.lr_decay == "linear" and self.start < self.total_frames
 
     def __call__(self, frames: int) -> float:
         if not self.decay or frames <= self.start:
             return self.base_lr
-        left = (self.total_frames - frames) / max(1, self.total_frames - self.start)
+        left = (self.total_frames - frames) / (self.total_frames - self.start)
         return self.base_lr * max(0.0, left)
 
     def apply(self, optimizer, frames: int) -> float:

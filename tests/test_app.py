@@ -70,10 +70,6 @@ from .conftest import CLI_TIMEOUT_S, FAST
             ["algo=a3c", "algo.lr_decay_from=1000"],
             "algo.lr_decay=none keeps the lr: add algo.lr_decay=linear",
         ),
-        (
-            ["algo=a3c", "algo.lr_decay=linear", "algo.lr_decay_from=30000000"],
-            "is not below total_frames=20,000,000, so the lr would never decay",
-        ),
     ],
 )
 def test_check_config_gathers_every_layers_checks(overrides, expected):

@@ -222,6 +222,8 @@ def test_a_decay_from_a_frame_holds_the_lr_until_it(schema):
     schedule = LinearLR(a, total_frames=100)
     lrs = [schedule(f) for f in (0, 30, 60, 70, 90, 100, 120)]
     assert lrs == pytest.approx([0.4, 0.4, 0.4, 0.3, 0.1, 0.0, 0.0])
+    held = LinearLR(a, total_frames=50)  # a budget that ends before the decay would start
+    assert [held(f) for f in (0, 49, 50, 51)] == [0.4, 0.4, 0.4, 0.4]
 
 
 @pytest.mark.parametrize("schema", [ReinforceConfig, DDPGConfig])
