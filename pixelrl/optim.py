@@ -290,7 +290,7 @@ class LinearLR:
     def __init__(self, algo_cfg, total_frames: int):
         self.base_lr = float(algo_cfg.lr)
         self.total_frames = int(total_frames)
-        self.start = int(getattr(algo_cfg, "lr_decay_from", 0))
+        self.start = int(algo_cfg.lr_decay_from)
         # a budget that ends before the decay would start keeps the lr
         self.decay = algo_cfg.lr_decay == "linear" and self.start < self.total_frames
 
