@@ -12,7 +12,7 @@ from pixelrl.episode_workers import NumpyPolicy, _torch_params, episode_gradient
 from pixelrl.returns import episode_returns, normalize_returns
 
 from .conftest import FAST, metrics
-from .test_learning import final_eval
+from .test_learning import RANDOM_CATCH, final_eval
 
 
 def numpy_params(net) -> dict[str, np.ndarray]:
@@ -144,9 +144,14 @@ def test_karpathy_preset_uses_the_workers_and_logs_like_pg_pong(cli, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_workers_learn_catch(cli, tmp_path, seed):
+    # Which worker plays which episode depends on the scheduler, so a seed does not fix the run.
+    # At 40k frames a CI run scored 0.2 (2026-12-06). Offline, beside other jobs on 2 cores
+    # (Xeon, no AMX), runs under 0.3: 20 of 56 at 20k, 1 of 76 at 40k (0.16), 0 of 30 at 60k
+    # (all 30 scored 1.0, as did 75 of the 76 at 40k); at or under 0.0, the bar here: 12 of 56
+    # at 20k, 0 of 26 at 30k.
     args = ["algo=reinforce", "model.trunk=mlp", "algo.collector=workers"]
-    args += ["algo.normalize_returns=episode", f"seed={seed}", "total_frames=40000"]
-    assert final_eval(cli, tmp_path, *args) > 0.3
+    args += ["algo.normalize_returns=episode", f"seed={seed}", "total_frames=60000"]
+    assert final_eval(cli, tmp_path, *args) > RANDOM_CATCH + 0.6
 
 
 def test_workers_refuse_a_conv_network(main):
